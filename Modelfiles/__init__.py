@@ -1,0 +1,1 @@
+"""The catalog: one YAML recipe per model name, shipped as package data."""

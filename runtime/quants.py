@@ -1,0 +1,194 @@
+"""GGML tensor encodings as data: one class per type, registered in one table.
+
+Each type knows its block size (elements per block), type size (bytes per
+block) and how to dequantize a run of blocks to float32. The layouts follow
+ggml-common.h; results are checked against gguf-py's `dequantize` in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+class QuantType:
+    """Base class of an encoding. Subclasses set the class variables and `_decode`."""
+
+    type_id: ClassVar[int]
+    name: ClassVar[str]
+    block_size: ClassVar[int]
+    type_size: ClassVar[int]
+
+    def nbytes(self, shape: tuple[int, ...]) -> int:
+        if not shape:
+            return self.type_size
+        if shape[-1] % self.block_size:
+            raise ValueError(
+                f"{self.name}: row length {shape[-1]} is not a multiple of {self.block_size}"
+            )
+        n = int(np.prod(shape, dtype=np.int64))
+        return n // self.block_size * self.type_size
+
+    def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Decode raw bytes (uint8) to a float32 array of `shape`."""
+        blocks = raw.reshape(-1, self.type_size)  # (n_blocks, type_size)
+        return self._decode(blocks).reshape(shape)
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:  # (n_blocks, block_size) float32
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _f16(blocks: np.ndarray, start: int) -> np.ndarray:
+    """A float16 scale at byte `start` of each block, as a float32 column: (n, 1)."""
+    return blocks[:, start : start + 2].copy().view(np.float16).astype(np.float32)
+
+
+def _nibbles(qs: np.ndarray) -> np.ndarray:
+    """Split (n, 16) packed bytes into (n, 32) values: low nibbles first, then high."""
+    return np.concatenate([qs & 0x0F, qs >> 4], axis=1)
+
+
+def _fifth_bits(qh_bytes: np.ndarray) -> np.ndarray:
+    """(n, 4) little-endian bytes of a u32 -> (n, 32) bits 0..31 as uint8."""
+    return np.unpackbits(qh_bytes, axis=1, bitorder="little")
+
+
+class _Plain(QuantType):
+    """Unquantized element types, read directly as NumPy dtypes."""
+
+    dtype: ClassVar[np.dtype]
+    block_size = 1
+
+    def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return raw.view(self.dtype).reshape(shape).astype(np.float32)
+
+
+class F32(_Plain):
+    type_id, name, type_size, dtype = 0, "F32", 4, np.dtype("<f4")
+
+
+class F16(_Plain):
+    type_id, name, type_size, dtype = 1, "F16", 2, np.dtype("<f2")
+
+
+class F64(_Plain):
+    type_id, name, type_size, dtype = 28, "F64", 8, np.dtype("<f8")
+
+
+class I8(_Plain):
+    type_id, name, type_size, dtype = 24, "I8", 1, np.dtype("i1")
+
+
+class I16(_Plain):
+    type_id, name, type_size, dtype = 25, "I16", 2, np.dtype("<i2")
+
+
+class I32(_Plain):
+    type_id, name, type_size, dtype = 26, "I32", 4, np.dtype("<i4")
+
+
+class BF16(QuantType):
+    type_id, name, block_size, type_size = 30, "BF16", 1, 2
+
+    def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        bits = raw.view("<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(shape)
+
+
+class Q8_0(QuantType):
+    type_id, name, block_size, type_size = 8, "Q8_0", 32, 34
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        d = _f16(blocks, 0)
+        q = blocks[:, 2:].view(np.int8).astype(np.float32)
+        return d * q
+
+
+class Q4_0(QuantType):
+    type_id, name, block_size, type_size = 2, "Q4_0", 32, 18
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        d = _f16(blocks, 0)
+        q = _nibbles(blocks[:, 2:]).astype(np.int8) - np.int8(8)
+        return d * q.astype(np.float32)
+
+
+class Q4_1(QuantType):
+    type_id, name, block_size, type_size = 3, "Q4_1", 32, 20
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        d, m = _f16(blocks, 0), _f16(blocks, 2)
+        return d * _nibbles(blocks[:, 4:]).astype(np.float32) + m
+
+
+class Q5_0(QuantType):
+    type_id, name, block_size, type_size = 6, "Q5_0", 32, 22
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        d = _f16(blocks, 0)
+        q = _nibbles(blocks[:, 6:]) | (_fifth_bits(blocks[:, 2:6]) << 4)
+        return d * (q.astype(np.float32) - 16.0)
+
+
+class Q5_1(QuantType):
+    type_id, name, block_size, type_size = 7, "Q5_1", 32, 24
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        d, m = _f16(blocks, 0), _f16(blocks, 2)
+        q = _nibbles(blocks[:, 8:]) | (_fifth_bits(blocks[:, 4:8]) << 4)
+        return d * q.astype(np.float32) + m
+
+
+class _LayoutOnly(QuantType):
+    """A type whose block layout is known (so files using it open and can be
+    listed) but which this runtime cannot decode yet."""
+
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        raise UnsupportedQuantType(self.type_id, self.name)
+
+
+def _layout_only(type_id: int, name: str, block_size: int, type_size: int) -> QuantType:
+    cls = type(name, (_LayoutOnly,), {})
+    cls.type_id, cls.name, cls.block_size, cls.type_size = type_id, name, block_size, type_size
+    return cls()
+
+
+@dataclass(frozen=True)
+class UnsupportedQuantType(ValueError):
+    type_id: int
+    name: str = ""
+
+    def __str__(self) -> str:
+        known = ", ".join(t.name for t in QUANT_TYPES.values() if not isinstance(t, _LayoutOnly))
+        what = self.name or f"GGML type id {self.type_id}"
+        return f"tensor type {what} is not supported by corral's runtime (supported: {known})"
+
+
+QUANT_TYPES: dict[int, QuantType] = {
+    t.type_id: t()
+    for t in (F32, F16, BF16, F64, I8, I16, I32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
+}
+# Known layouts (ggml-common.h) that do not decode yet: files using them still open.
+for _args in (
+    (9, "Q8_1", 32, 36),
+    (10, "Q2_K", 256, 84),
+    (11, "Q3_K", 256, 110),
+    (12, "Q4_K", 256, 144),
+    (13, "Q5_K", 256, 176),
+    (14, "Q6_K", 256, 210),
+    (15, "Q8_K", 256, 292),
+):
+    QUANT_TYPES[_args[0]] = _layout_only(*_args)
+QUANT_TYPES_BY_NAME: dict[str, QuantType] = {t.name: t for t in QUANT_TYPES.values()}
+
+
+def quant_type(type_id: int) -> QuantType:
+    try:
+        return QUANT_TYPES[type_id]
+    except KeyError:
+        raise UnsupportedQuantType(type_id) from None
