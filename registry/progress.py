@@ -1,0 +1,30 @@
+"""Progress events of a pull, shaped like Ollama's /api/pull stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One event: `status` always; `digest`, `total` and `completed` while bytes move.
+
+    Statuses: "pulling manifest", "pulling <12 hex>", "copying <file>",
+    "extracting <file>", "verifying sha256 digest", "writing manifest",
+    "success", and one "<why a source failed>, trying <next source>" line
+    when a source fails over to the next.
+    """
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+ProgressFn = Callable[[PullProgress], None]
+
+
+def short(digest: str) -> str:
+    """The 12 hex characters Ollama shows for a digest."""
+    return digest.removeprefix("sha256:")[:12]

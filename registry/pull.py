@@ -1,0 +1,181 @@
+"""Pulling a model: name -> recipe or direct source -> blob -> manifest.
+
+Sources are tried in the recipe's order; one that fails (an unreachable hub,
+a missing package) is reported in one progress line and the next is tried.
+The manifest is written last and atomically, so a pull that fails or is
+cancelled leaves no model behind, and the blob it may have written is
+collected at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from corral.registry.catalog import Catalog, Recipe
+from corral.registry.errors import (
+    CorralError,
+    CorruptModel,
+    NotInCatalog,
+    PullCancelled,
+    SourceError,
+    SourceUnreachable,
+)
+from corral.registry.gguf_info import summarize
+from corral.registry.manifest import Manifest
+from corral.registry.names import ModelName
+from corral.registry.progress import ProgressFn, PullProgress
+from corral.registry.sources import FetchContext, Fetched, Source, is_direct_source, parse_source
+from corral.registry.sources.local import LocalSource
+from corral.registry.store import InstalledModel, Store
+
+__all__ = ["PullPlan", "PullProgress", "plan_pull", "pull", "pull_target"]
+
+log = logging.getLogger(__name__)
+
+BYTE_EVENT_INTERVAL = 0.1  # seconds between byte-count events of one status
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    target: ModelName  # the name the model is installed under
+    recipe: Recipe | None
+    sources: tuple[str, ...]
+
+
+def pull_target(name: str) -> ModelName:
+    """The name `name` installs under (for sharing one job between identical pulls)."""
+    if is_direct_source(name):
+        return parse_source(name).default_name()
+    return ModelName.parse(name)
+
+
+def plan_pull(store: Store, name: str) -> PullPlan:
+    if is_direct_source(name):
+        source = parse_source(name)
+        return PullPlan(source.default_name(), None, (name.strip(),))
+    target = ModelName.parse(name)
+    recipe = Catalog.for_home(store.home).get(target)
+    if recipe is None:
+        raise NotInCatalog(name.strip())
+    return PullPlan(target, recipe, recipe.sources)
+
+
+def pull(
+    store: Store,
+    name: str,
+    progress: ProgressFn = lambda p: None,
+    cancel: threading.Event | None = None,
+) -> InstalledModel:
+    """Install `name` (a catalog name or a direct source) and return it. Blocking."""
+    cancel = cancel or threading.Event()
+    emit = _Throttle(progress)
+    plan = plan_pull(store, name)
+    installed = _installed(store, plan.target)
+    if installed is not None and not _always_refresh(plan):
+        emit(PullProgress("success"))
+        return installed
+    emit(PullProgress("pulling manifest"))
+    ctx = FetchContext(store.blobs, emit, cancel)
+    fetched = _fetch_first(plan, ctx)
+    try:
+        manifest = _manifest(plan, fetched, store)
+        emit(PullProgress("writing manifest"))
+        model = store.commit(plan.target, manifest)
+    except BaseException:
+        store.blobs.unpin(fetched.digest)
+        store.gc()
+        raise
+    store.blobs.unpin(fetched.digest)
+    emit(PullProgress("success"))
+    return model
+
+
+def _installed(store: Store, name: ModelName) -> InstalledModel | None:
+    try:
+        return store.find(name)
+    except CorruptModel as e:  # a broken install is replaced by pulling again
+        log.warning("%s; pulling it again", e)
+        return None
+
+
+def _always_refresh(plan: PullPlan) -> bool:
+    """A local file may have changed since it was imported: import it again."""
+    return plan.recipe is None and isinstance(parse_source(plan.sources[0]), LocalSource)
+
+
+def _fetch_first(plan: PullPlan, ctx: FetchContext) -> Fetched:
+    failures: list[tuple[str, CorralError]] = []
+    for i, spec in enumerate(plan.sources):
+        if ctx.cancel.is_set():
+            raise PullCancelled()
+        try:
+            return _fetch(spec, ctx)
+        except PullCancelled:
+            raise
+        except CorralError as e:
+            failures.append((spec, e))
+            if i + 1 < len(plan.sources):
+                line = f"{e}, trying {plan.sources[i + 1]}"
+                log.warning("pull %s: %s", plan.target, line)
+                ctx.progress(PullProgress(line))
+    if len(failures) == 1:
+        raise failures[0][1]
+    detail = "; ".join(f"{spec}: {e}" for spec, e in failures)
+    unreachable = all(isinstance(e, SourceUnreachable) for _, e in failures)
+    kind = SourceUnreachable if unreachable else SourceError
+    raise kind(f"could not pull {plan.target} from any source: {detail}")
+
+
+def _fetch(spec: str, ctx: FetchContext) -> Fetched:
+    source: Source = parse_source(spec)
+    try:
+        return source.fetch(ctx)
+    except OSError as e:  # disk full, permissions, a file vanishing under us
+        where = f" ({e.filename})" if e.filename else ""
+        raise CorralError(f"I/O error while pulling {spec}: {e.strerror or e}{where}") from None
+
+
+def _manifest(plan: PullPlan, fetched: Fetched, store: Store) -> Manifest:
+    path = store.blobs.path(fetched.digest)
+    info = summarize(path)
+    recipe = plan.recipe
+    source = dict(fetched.provenance)
+    if recipe is not None:
+        source["recipe"] = recipe.origin
+    return Manifest(
+        name=str(plan.target),
+        model=fetched.digest,
+        format="gguf",
+        architecture=info.architecture,
+        parameter_count=info.parameter_count,
+        quantization=info.quantization,
+        context_length=info.context_length,
+        source=source,
+        parameters=dict(recipe.parameters) if recipe else {},
+        template=recipe.template if recipe else None,
+        system=recipe.system if recipe else None,
+        license=recipe.license if recipe else info.license,
+        messages=[dict(m) for m in recipe.messages] if recipe else [],
+        created_at=datetime.now(UTC),
+    )
+
+
+class _Throttle:
+    """Pass every event except byte counts that come faster than BYTE_EVENT_INTERVAL."""
+
+    def __init__(self, progress: ProgressFn) -> None:
+        self._progress = progress
+        self._last: dict[str, float] = {}
+
+    def __call__(self, event: PullProgress) -> None:
+        moving = event.completed is not None and event.completed != event.total
+        if moving and event.completed:
+            now = time.monotonic()
+            if now - self._last.get(event.status, 0.0) < BYTE_EVENT_INTERVAL:
+                return
+            self._last[event.status] = now
+        self._progress(event)
