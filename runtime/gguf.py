@@ -137,6 +137,9 @@ class GGUFMetadata(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._raw)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
     def array_length(self, key: str) -> int:
         """Length of an array value without decoding it."""
         value = self._raw[key]
@@ -154,7 +157,8 @@ class GGUFMetadata(Mapping[str, Any]):
             return out
         if arr.item_type in _SCALAR_FORMATS:
             dtype = np.dtype(_SCALAR_FORMATS[arr.item_type][1])
-            return np.frombuffer(self._buf, dtype=dtype, count=arr.count, offset=arr.offset)
+            # a copy, so no view into the memory map outlives close()
+            return np.frombuffer(self._buf, dtype=dtype, count=arr.count, offset=arr.offset).copy()
         raise GGUFError(f"{self._path}: nested arrays in GGUF metadata are not supported")
 
 
@@ -255,9 +259,14 @@ class GGUFFile:
         return self.metadata.get(key, default)
 
     def close(self) -> None:
+        """Unmap the file; if a caller still holds a `tensor_bytes` view, the
+        mapping stays alive until that view is garbage collected."""
         self.metadata = GGUFMetadata({}, memoryview(b""), self.path)
-        self._buf.release()
-        self._mmap.close()
+        try:
+            self._buf.release()
+            self._mmap.close()
+        except BufferError:
+            pass
 
     def __enter__(self) -> GGUFFile:
         return self

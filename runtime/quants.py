@@ -170,8 +170,7 @@ class UnsupportedQuantType(ValueError):
 
 
 QUANT_TYPES: dict[int, QuantType] = {
-    t.type_id: t()
-    for t in (F32, F16, BF16, F64, I8, I16, I32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
+    t.type_id: t() for t in (F32, F16, BF16, F64, I8, I16, I32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
 }
 # Known layouts (ggml-common.h) that do not decode yet: files using them still open.
 for _args in (

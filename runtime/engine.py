@@ -1,0 +1,207 @@
+"""The engine: a loaded model with its tokenizer and chat template, and generation.
+
+    engine = Engine.load("model.gguf")
+    session = engine.new_session()
+    ids = engine.tokenizer.encode(engine.render_chat([{"role": "user", "content": "Hi"}]))
+    for event in engine.generate(session, ids, SamplerOptions(temperature=0)):
+        ...  # Piece(text) events, then one Done
+
+Weights live in the engine and never change after load; a Session holds a
+conversation's KV cache and the tokens in it, so consecutive turns only
+process the tokens that are new.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corral.runtime.arch import architecture
+from corral.runtime.arch.llama import Llama
+from corral.runtime.chat_template import ChatTemplate
+from corral.runtime.gguf import GGUFFile
+from corral.runtime.kv_cache import ContextFull, KVCache
+from corral.runtime.model_info import ModelInfo
+from corral.runtime.sampling import Sampler, SamplerOptions
+from corral.runtime.stream import TextStream
+from corral.runtime.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 512  # tokens per batched prompt pass; bounds attention-score memory
+DEFAULT_NUM_CTX = 4096
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of generated text (never a partial UTF-8 character)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """The end of a generation, with Ollama's statistics."""
+
+    reason: str  # "stop" | "length" | "cancel"
+    prompt_eval_count: int
+    prompt_eval_duration_ns: int
+    eval_count: int
+    eval_duration_ns: int
+    generated: tuple[int, ...] = ()  # the sampled token ids, an end-of-generation token included
+    context: tuple[int, ...] = ()  # the conversation's tokens after this turn
+
+
+class Session:
+    """One conversation's run state: its KV cache and the tokens the cache holds."""
+
+    def __init__(self, model: Llama, n_ctx: int) -> None:
+        self.cache: KVCache = model.new_cache(n_ctx)
+        self.tokens: list[int] = []
+
+    @property
+    def n_ctx(self) -> int:
+        return self.cache.n_ctx
+
+
+class Engine:
+    """A model ready to generate: weights, tokenizer, chat template, metadata."""
+
+    def __init__(
+        self,
+        model: Llama,
+        tokenizer: Tokenizer,
+        template: ChatTemplate,
+        info: ModelInfo,
+        num_ctx: int,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.info = info
+        self.num_ctx = num_ctx
+
+    @classmethod
+    def load(cls, path: str | Path, num_ctx: int | None = None) -> Engine:
+        """Open a GGUF file, dequantize its weights to float32, build the tokenizer."""
+        started = time.perf_counter()
+        with GGUFFile.open(path) as gguf:
+            info = ModelInfo.from_gguf(gguf)
+            model_cls = architecture(info.architecture)
+            tokenizer = load_tokenizer(gguf.metadata)
+            model = model_cls.from_gguf(gguf)
+            template = ChatTemplate(
+                gguf.metadata.get("tokenizer.chat_template"),
+                bos_token=_token_text(tokenizer, tokenizer.bos_id),
+                eos_token=_token_text(tokenizer, tokenizer.eos_id),
+            )
+        n_ctx = min(num_ctx or DEFAULT_NUM_CTX, info.context_length)
+        log.info("loaded %s in %.2fs", path, time.perf_counter() - started)
+        return cls(model, tokenizer, template, info, n_ctx)
+
+    def new_session(self, num_ctx: int | None = None) -> Session:
+        return Session(self.model, num_ctx or self.num_ctx)
+
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> str:
+        return self.template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    # ----- generation ----------------------------------------------------
+
+    def generate(
+        self,
+        session: Session,
+        prompt: Sequence[int],
+        options: SamplerOptions | None = None,
+        num_predict: int = -1,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> Iterator[Piece | Done]:
+        """Process `prompt` (token ids) and yield the continuation as text pieces.
+
+        Stops at an end-of-generation token, a stop string, `num_predict`
+        tokens, a full context window or when `cancel` is set.
+        """
+        if not prompt:
+            raise ValueError("the prompt is empty: nothing to continue from")
+        if len(prompt) >= session.n_ctx:
+            raise ContextFull(
+                f"the prompt is {len(prompt)} tokens, more than the context window of "
+                f"{session.n_ctx}: shorten it or raise num_ctx"
+            )
+        started = time.perf_counter_ns()
+        logits, n_evaluated = self._prefill(session, list(prompt))
+        prompt_ns = time.perf_counter_ns() - started
+
+        sampler = Sampler(options or SamplerOptions())
+        history = list(prompt)
+        text = TextStream(self.tokenizer.token_bytes, stop)
+        eog = self.tokenizer.eog_ids
+        reason, generated, started = "length", [], time.perf_counter_ns()
+        while num_predict < 0 or len(generated) < num_predict:
+            if cancel is not None and cancel.is_set():
+                reason = "cancel"
+                break
+            token = sampler.sample(logits, history)
+            generated.append(token)
+            if token in eog:
+                reason = "stop"
+                break
+            history.append(token)
+            if not self.tokenizer.is_control(token) and (piece := text.push(token)):
+                yield Piece(piece)
+            if text.stopped:
+                reason = "stop"
+                break
+            if session.cache.length >= session.n_ctx:
+                break
+            logits = self.model.forward(np.array([token]), session.cache)
+            session.tokens.append(token)
+        if tail := text.finish():
+            yield Piece(tail)
+        yield Done(
+            reason=reason,
+            prompt_eval_count=n_evaluated,
+            prompt_eval_duration_ns=prompt_ns,
+            eval_count=len(generated),
+            eval_duration_ns=time.perf_counter_ns() - started,
+            generated=tuple(generated),
+            context=tuple(session.tokens),
+        )
+
+    def _prefill(self, session: Session, prompt: list[int]) -> tuple[np.ndarray, int]:
+        """Bring the session's cache to hold `prompt`, reusing its common prefix.
+
+        Returns the logits after the last prompt token and how many tokens
+        were actually evaluated.
+        """
+        reuse = _common_prefix(session.tokens, prompt)
+        reuse = min(reuse, len(prompt) - 1)  # the last token must run to give logits
+        session.cache.truncate(reuse)
+        session.tokens = prompt[:reuse]
+        logits = np.empty(0, dtype=np.float32)
+        for start in range(reuse, len(prompt), PREFILL_CHUNK):
+            chunk = prompt[start : start + PREFILL_CHUNK]
+            logits = self.model.forward(np.array(chunk), session.cache)
+            session.tokens.extend(chunk)
+        return logits, len(prompt) - reuse
+
+
+def _token_text(tokenizer: Tokenizer, token_id: int | None) -> str:
+    return "" if token_id is None else tokenizer.decode([token_id])
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
