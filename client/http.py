@@ -1,0 +1,291 @@
+"""`Client`: a small synchronous client of the corral daemon, for the CLI and for scripts.
+
+    from corral.client.http import Client
+    client = Client()                       # the default Unix socket, or CORRAL_HOST
+    for part in client.generate("smollm2:135m", "Why is the sky blue?"):
+        print(part.response, end="", flush=True)
+
+Streaming methods return an iterator of wire responses; closing it (or
+stopping early) closes the connection, which stops the daemon's work.
+With `stream=False` they return the one aggregated response. HTTP errors
+raise `ResponseError`; nothing listening raises `DaemonNotRunning`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, overload
+
+from corral.client.api import (
+    ENV_HOST,
+    ChatRequest,
+    ChatResponse,
+    DeleteRequest,
+    GenerateRequest,
+    GenerateResponse,
+    ListResponse,
+    Message,
+    Options,
+    ProgressResponse,
+    PullRequest,
+    ShowRequest,
+    ShowResponse,
+    VersionResponse,
+    Wire,
+    default_socket_path,
+    parse_host,
+)
+
+W = TypeVar("W", bound=Wire)
+PING_TIMEOUT = 2.0
+STREAM_ERROR_STATUS = 500  # an {"error"} line after a 200: the failure happened mid-stream
+
+
+class DaemonNotRunning(ConnectionError):
+    """Nothing answers where the daemon should listen."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"corral is not running at {endpoint} (start it with `corral serve`)")
+
+
+class ResponseError(Exception):
+    """The daemon answered with an error; `message` is its one-line explanation."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix domain socket."""
+
+    def __init__(self, path: Path, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(os.fspath(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the daemon listens: a Unix socket path, or a TCP host and port."""
+
+    socket_path: Path | None = None
+    host: str = ""
+    port: int = 0
+
+    @classmethod
+    def resolve(cls, host: str | None = None, environ: Mapping[str, str] = os.environ) -> Endpoint:
+        """`host` (a socket path, unix:PATH or host:port), else CORRAL_HOST, else the socket."""
+        text = host or environ.get(ENV_HOST, "")
+        if not text:
+            return cls(socket_path=default_socket_path(environ))
+        if text.startswith(("unix:", "/")):
+            return cls(socket_path=Path(text.removeprefix("unix:").removeprefix("//")))
+        name, port = parse_host(text)
+        return cls(host=name, port=port)
+
+    def connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self.socket_path is not None:
+            return UnixHTTPConnection(self.socket_path, timeout=timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def __str__(self) -> str:
+        return str(self.socket_path) if self.socket_path else f"http://{self.host}:{self.port}"
+
+
+class Client:
+    def __init__(self, host: str | None = None, *, timeout: float | None = None) -> None:
+        self.endpoint = Endpoint.resolve(host)
+        self.timeout = timeout
+
+    # ----- simple calls ---------------------------------------------------------
+
+    def ping(self) -> None:
+        """Raise DaemonNotRunning unless the daemon answers."""
+        self._close(*self._send("HEAD", "/", None, timeout=PING_TIMEOUT))
+
+    def is_running(self) -> bool:
+        try:
+            self.ping()
+        except (DaemonNotRunning, ResponseError, OSError, http.client.HTTPException):
+            return False
+        return True
+
+    def version(self) -> str:
+        return self._call("GET", "/api/version", None, VersionResponse).version
+
+    def list(self) -> ListResponse:
+        return self._call("GET", "/api/tags", None, ListResponse)
+
+    def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
+        request = ShowRequest(model=model, verbose=verbose)
+        return self._call("POST", "/api/show", request, ShowResponse)
+
+    def delete(self, model: str) -> None:
+        self._close(*self._send("DELETE", "/api/delete", DeleteRequest(model=model)))
+
+    # ----- streaming calls ------------------------------------------------------
+
+    @overload
+    def pull(self, model: str, *, stream: Literal[True] = ...) -> Iterator[ProgressResponse]: ...
+    @overload
+    def pull(self, model: str, *, stream: Literal[False]) -> ProgressResponse: ...
+    def pull(self, model: str, *, stream: bool = True) -> Any:
+        request = PullRequest(model=model, stream=stream)
+        return self._maybe_stream("/api/pull", request, ProgressResponse)
+
+    @overload
+    def generate(
+        self, model: str, prompt: str = ..., *, stream: Literal[True] = ..., **kw: Any
+    ) -> Iterator[GenerateResponse]: ...
+    @overload
+    def generate(
+        self, model: str, prompt: str = ..., *, stream: Literal[False], **kw: Any
+    ) -> GenerateResponse: ...
+    def generate(
+        self,
+        model: str,
+        prompt: str = "",
+        *,
+        stream: bool = True,
+        system: str | None = None,
+        raw: bool = False,
+        options: Options | Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+    ) -> Any:
+        request = GenerateRequest(
+            model=model,
+            prompt=prompt,
+            system=system,
+            raw=raw,
+            stream=stream,
+            options=_options(options),
+            keep_alive=keep_alive,
+        )
+        return self._maybe_stream("/api/generate", request, GenerateResponse)
+
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Message | Mapping[str, Any]] = ...,
+        *,
+        stream: Literal[True] = ...,
+        **kw: Any,
+    ) -> Iterator[ChatResponse]: ...
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Message | Mapping[str, Any]] = ...,
+        *,
+        stream: Literal[False],
+        **kw: Any,
+    ) -> ChatResponse: ...
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Message | Mapping[str, Any]] = (),
+        *,
+        stream: bool = True,
+        options: Options | Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+    ) -> Any:
+        turns = tuple(m if isinstance(m, Message) else Message.from_dict(m) for m in messages)
+        request = ChatRequest(
+            model=model,
+            messages=turns,
+            stream=stream,
+            options=_options(options),
+            keep_alive=keep_alive,
+        )
+        return self._maybe_stream("/api/chat", request, ChatResponse)
+
+    # ----- plumbing ---------------------------------------------------------------
+
+    def _maybe_stream(self, path: str, request: Any, cls: type[W]) -> Iterator[W] | W:
+        if request.stream:
+            conn, response = self._send("POST", path, request)
+            return _lines(conn, response, cls)
+        return self._call("POST", path, request, cls)
+
+    def _call(self, method: str, path: str, body: Wire | None, cls: type[W]) -> W:
+        conn, response = self._send(method, path, body)
+        try:
+            return cls.from_json(response.read())
+        finally:
+            conn.close()
+
+    def _send(
+        self, method: str, path: str, body: Wire | None, timeout: float | None = None
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send one request; raise for a daemon that is not there or answers an error."""
+        conn = self.endpoint.connection(timeout if timeout is not None else self.timeout)
+        payload = body.to_json().encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError):
+            conn.close()
+            raise DaemonNotRunning(self.endpoint) from None
+        except BaseException:
+            conn.close()
+            raise
+        if response.status >= 400:
+            text = response.read()
+            conn.close()
+            raise ResponseError(response.status, _error_message(text, response.reason))
+        return conn, response
+
+    @staticmethod
+    def _close(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        response.read()
+        conn.close()
+
+
+def _options(options: Options | Mapping[str, Any] | None) -> Options | None:
+    if options is None or isinstance(options, Options):
+        return options
+    return Options.from_dict(dict(options))
+
+
+def _error_message(body: bytes, reason: str) -> str:
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else (body.decode(errors="replace").strip() or reason)
+
+
+def _lines(
+    conn: http.client.HTTPConnection, response: http.client.HTTPResponse, cls: type[W]
+) -> Iterator[W]:
+    """Decode NDJSON lines as they arrive; an {"error"} line raises ResponseError."""
+    try:
+        while line := response.readline():
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            if isinstance(data, dict) and "error" in data:
+                raise ResponseError(STREAM_ERROR_STATUS, str(data["error"]))
+            yield cls.from_dict(data)
+    finally:
+        conn.close()

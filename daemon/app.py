@@ -1,0 +1,54 @@
+"""The aiohttp application factory: `create_app(config)`.
+
+Tests run the app in-process; `corral serve` (serve.py) runs it on a socket.
+The store and scheduler live for the app's lifetime (a cleanup context);
+at shutdown every running generation or pull is cancelled before models are
+unloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from corral.daemon import routes_generate, routes_meta, routes_models
+from corral.daemon.config import DaemonConfig
+from corral.daemon.errors import error_middleware
+from corral.daemon.scheduler import Loader, Scheduler, load_engine
+from corral.daemon.state import STATE, DaemonState
+from corral.registry.store import Store
+
+log = logging.getLogger(__name__)
+
+ROUTE_TABLES = (routes_meta.routes, routes_models.routes, routes_generate.routes)
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # long conversations, not uploads (blobs come later)
+
+
+def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        config.home.mkdir(parents=True, exist_ok=True)
+        scheduler = Scheduler(
+            default_keep_alive=config.keep_alive,
+            max_loaded=config.max_loaded_models,
+            num_parallel=config.num_parallel,
+            loader=loader,
+        )
+        state = DaemonState(config=config, store=Store(config.home), scheduler=scheduler)
+        app[STATE] = state
+        log.info("models in %s", config.home)
+        yield
+        await scheduler.close()
+        state.workers.shutdown(wait=False, cancel_futures=True)
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[STATE].cancel_all()
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_shutdown.append(on_shutdown)
+    return app

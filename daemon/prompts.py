@@ -1,0 +1,76 @@
+"""From a request to the conversation and prompt token ids the engine runs.
+
+/api/generate renders its prompt through the model's chat template as a
+single user turn (with the request's or the model's system prompt) unless
+`raw` is set, as Ollama does. /api/chat renders the model's example messages
+followed by the request's, with the model's system prompt first when the
+request brings none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from corral.client.api import ChatRequest, GenerateRequest, Message
+from corral.daemon.errors import RequestError
+from corral.registry.manifest import Manifest
+from corral.runtime.chat_template import ChatTemplate
+from corral.runtime.engine import Engine
+
+ROLES = ("system", "user", "assistant", "tool")
+Conversation = list[dict[str, str]]
+
+# request field -> why it is refused (rather than silently ignored)
+UNSUPPORTED: tuple[tuple[str, str], ...] = (
+    ("images", "images are not supported yet: corral has no vision models"),
+    ("format", "structured output ('format') is not supported yet"),
+    ("tools", "tool calling ('tools') is not supported yet"),
+    ("suffix", "fill-in-the-middle ('suffix') is not supported yet"),
+    ("context", "'context' is not supported: send the whole conversation to /api/chat"),
+    ("template", "a request 'template' is not supported yet: corral uses the model's template"),
+)
+
+
+def refuse_unsupported(request: GenerateRequest | ChatRequest) -> None:
+    for name, reason in UNSUPPORTED:
+        if getattr(request, name, None):
+            raise RequestError(reason)
+    for message in getattr(request, "messages", ()):
+        if message.images:
+            raise RequestError(dict(UNSUPPORTED)["images"])
+
+
+def generate_conversation(request: GenerateRequest, manifest: Manifest) -> Conversation:
+    system = request.system if request.system is not None else manifest.system
+    turns = [{"role": "system", "content": system}] if system else []
+    return [*turns, {"role": "user", "content": request.prompt}]
+
+
+def chat_conversation(messages: Sequence[Message], manifest: Manifest) -> Conversation:
+    for i, message in enumerate(messages):
+        if message.role not in ROLES:
+            raise RequestError(
+                f"message {i} has role '{message.role}'; use one of {', '.join(ROLES)}"
+            )
+    turns = [dict(m) for m in manifest.messages]
+    turns += [{"role": m.role, "content": m.content} for m in messages]
+    if manifest.system and not (messages and messages[0].role == "system"):
+        turns.insert(0, {"role": "system", "content": manifest.system})
+    return turns
+
+
+def render(engine: Engine, manifest: Manifest, conversation: Conversation) -> str:
+    """The prompt text: the manifest's template if it has one, else the GGUF's."""
+    if manifest.template is None:
+        return engine.render_chat(conversation, add_generation_prompt=True)
+    own = engine.template
+    template = ChatTemplate(manifest.template, bos_token=own.bos_token, eos_token=own.eos_token)
+    return template.render(conversation, add_generation_prompt=True)
+
+
+def encode(engine: Engine, text: str) -> list[int]:
+    """Token ids of a prompt, special tokens parsed; no second BOS if the text has one."""
+    tokenizer = engine.tokenizer
+    bos = engine.template.bos_token
+    add_special = not (bos and text.startswith(bos))
+    return tokenizer.encode(text, add_special=add_special, parse_special=True)

@@ -1,0 +1,155 @@
+"""Model management: GET /api/tags, POST /api/show, DELETE /api/delete, POST /api/pull."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from corral.client.api import (
+    DeleteRequest,
+    ListModelResponse,
+    ListResponse,
+    ModelDetails,
+    ProgressResponse,
+    PullRequest,
+    ShowRequest,
+    ShowResponse,
+    Wire,
+    format_time,
+)
+from corral.daemon.state import STATE, DaemonState
+from corral.daemon.wire_io import json_response, read_request, stream_ndjson
+from corral.daemon.worker import Emit, events_from_thread
+from corral.registry.pull import PullProgress, pull
+from corral.registry.store import InstalledModel
+from corral.runtime.gguf import GGUFFile
+
+routes = web.RouteTableDef()
+
+SUCCESS = "success"
+# GGUF keys too big to send unless asked (`verbose`): null, as Ollama does
+BULKY_KEYS = frozenset(
+    f"tokenizer.ggml.{k}" for k in ("tokens", "merges", "token_type", "scores", "added_tokens")
+)
+HIDDEN_KEYS = frozenset({"tokenizer.chat_template"})  # sent as `template` instead
+PARAMETER_NAME_WIDTH = 30  # Ollama's `%-30s` in /api/show's parameters
+
+
+@routes.get("/api/tags")
+async def tags_handler(request: web.Request) -> web.Response:
+    models = await asyncio.to_thread(request.app[STATE].store.list)
+    return json_response(ListResponse(models=tuple(_list_entry(m) for m in models)))
+
+
+@routes.post("/api/show")
+async def show_handler(request: web.Request) -> web.Response:
+    req = await read_request(request, ShowRequest)
+    model = await request.app[STATE].resolve(req.model)
+    metadata = await asyncio.to_thread(_model_info, model, req.verbose)
+    manifest = model.manifest
+    return json_response(
+        ShowResponse(
+            license=manifest.license or "",
+            modelfile=manifest.to_yaml(),
+            parameters=format_parameters(manifest.parameters),
+            template=manifest.template or str(metadata.get("tokenizer.chat_template") or ""),
+            system=manifest.system or "",
+            details=details_of(model),
+            model_info={k: v for k, v in metadata.items() if k not in HIDDEN_KEYS},
+            capabilities=("completion",),
+            modified_at=format_time(model.modified_at),
+        )
+    )
+
+
+@routes.delete("/api/delete")
+async def delete_handler(request: web.Request) -> web.Response:
+    req = await read_request(request, DeleteRequest)
+    state = request.app[STATE]
+    model = await state.resolve(req.model)
+    await asyncio.to_thread(state.store.delete, req.model)
+    state.scheduler.unload(model.digest)
+    return web.Response(status=200)
+
+
+@routes.post("/api/pull")
+async def pull_handler(request: web.Request) -> web.StreamResponse:
+    req = await read_request(request, PullRequest)
+    events = _pull_events(request.app[STATE], req.model)
+    if req.stream:
+        return await stream_ndjson(request, events)
+    last: Wire | None = None
+    async with contextlib.aclosing(events):
+        async for last in events:  # noqa: B007 - only the final status is answered
+            pass
+    return json_response(last or ProgressResponse(status=SUCCESS))
+
+
+async def _pull_events(state: DaemonState, name: str) -> AsyncIterator[ProgressResponse]:
+    """The registry's progress as wire events, ending with {"status": "success"}."""
+    installed: list[InstalledModel] = []
+    with state.cancellable() as cancel:
+
+        def work(emit: Emit[PullProgress]) -> None:
+            installed.append(pull(state.store, name, progress=emit, cancel=cancel))
+
+        async for p in events_from_thread(work, cancel, state.workers):
+            if p.status != SUCCESS:
+                yield ProgressResponse(
+                    status=p.status, digest=p.digest, total=p.total, completed=p.completed
+                )
+    if installed and installed[0].name != name.strip().lower():  # a file: say its name
+        yield ProgressResponse(status=f"installed as {installed[0].name}")
+    yield ProgressResponse(status=SUCCESS)
+
+
+def _list_entry(model: InstalledModel) -> ListModelResponse:
+    return ListModelResponse(
+        name=model.name,
+        model=model.name,
+        modified_at=format_time(model.modified_at),
+        size=model.size,
+        digest=model.digest.removeprefix("sha256:"),
+        details=details_of(model),
+    )
+
+
+def details_of(model: InstalledModel) -> ModelDetails:
+    m = model.manifest
+    return ModelDetails(
+        format=m.format,
+        family=m.architecture,
+        families=(m.architecture,) if m.architecture else None,
+        parameter_size=m.parameter_size,
+        quantization_level=m.quantization,
+    )
+
+
+def format_parameters(parameters: Mapping[str, Any]) -> str:
+    """One `name value` line per value (lists give one line each), as Ollama prints them."""
+    lines = []
+    for name in sorted(parameters):
+        value = parameters[name]
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{name:<{PARAMETER_NAME_WIDTH}} {json.dumps(item, ensure_ascii=False)}")
+    return "\n".join(lines)
+
+
+def _model_info(model: InstalledModel, verbose: bool) -> dict[str, Any]:
+    """The GGUF's metadata; bulky vocabulary arrays only when `verbose`."""
+    info: dict[str, Any] = {}
+    with GGUFFile.open(model.model_path) as gguf:
+        for key in gguf.metadata:
+            if key in BULKY_KEYS and not verbose:
+                info[key] = None
+                continue
+            value = gguf.metadata[key]
+            info[key] = value.tolist() if isinstance(value, np.ndarray) else value
+    info.setdefault("general.parameter_count", model.manifest.parameter_count)
+    return info

@@ -1,0 +1,168 @@
+"""`corral serve`: run the daemon in the foreground until SIGTERM or SIGINT.
+
+The Unix socket lives in a folder created 0700 and is itself 0600, so only
+the user can talk to the daemon. A lock file beside the socket makes a
+second daemon on the same socket refuse to start; a socket file left by a
+crashed daemon (nothing answers on it) is replaced. On shutdown the daemon
+stops accepting, cancels running work within a few seconds, unloads its
+models and removes the socket. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiohttp import web
+
+from corral.daemon.app import create_app
+from corral.daemon.config import SETTINGS, ConfigError, DaemonConfig
+
+log = logging.getLogger("corral.daemon")
+
+SHUTDOWN_TIMEOUT = 5.0  # seconds running requests get to finish once cancelled
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class ServeError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m corral.daemon`; returns the exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--help"], ["-h"]):
+        print(usage())
+        return 0
+    try:
+        config = DaemonConfig.from_env()
+    except ConfigError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if config.debug else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
+    )
+    try:
+        asyncio.run(serve(config))
+    except ServeError as e:
+        log.error("%s", e)
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def usage() -> str:
+    rows = [f"  {s.env:<26} {s.default:<32} {s.meaning}" for s in SETTINGS]
+    header = f"  {'VARIABLE':<26} {'DEFAULT':<32} MEANING"
+    return "Run the corral daemon in the foreground.\n\nSettings:\n" + "\n".join([header, *rows])
+
+
+async def serve(config: DaemonConfig) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down cleanly."""
+    path = config.socket_path
+    with claim_socket(path):
+        runner = web.AppRunner(
+            create_app(config), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        inode = None
+        try:
+            inode = await _start_unix_site(runner, path)
+            if config.host:
+                await web.TCPSite(runner, *config.host).start()
+                log.info("listening on http://%s:%d", *config.host)
+            log.info("listening on %s", path)
+            await _until_signalled()
+            log.info("shutting down")
+        finally:
+            await runner.cleanup()
+            _remove_socket(path, inode)
+        log.info("stopped")
+
+
+async def _start_unix_site(runner: web.AppRunner, path: Path) -> int:
+    """Bind the socket with mode 0600 (no window where others could connect)."""
+    old_umask = os.umask(0o177)
+    try:
+        await web.UnixSite(runner, str(path), shutdown_timeout=SHUTDOWN_TIMEOUT).start()
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return path.stat().st_ino
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.contextmanager
+def claim_socket(path: Path) -> Iterator[None]:
+    """Make `path` ours: its folder exists (0700 if we create it), no daemon serves it."""
+    if len(os.fsencode(path)) >= 104:  # sun_path is 104-108 bytes depending on the OS
+        raise ServeError(f"socket path {path} is too long for a Unix socket; set CORRAL_SOCKET")
+    _make_private_dirs(path.parent)
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ServeError(f"another corral daemon is already serving {path}") from None
+        _clear_stale_socket(path)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create `folder` and any missing parents with mode 0700 (existing ones are left alone)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for parent in reversed(missing):
+        parent.mkdir(mode=0o700, exist_ok=True)
+
+
+def _clear_stale_socket(path: Path) -> None:
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ServeError(f"{path} exists and is not a socket; move it away or set CORRAL_SOCKET")
+    if _answers(path):
+        raise ServeError(f"another corral daemon is already serving {path}")
+    log.info("removing stale socket %s", path)
+    path.unlink(missing_ok=True)
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _remove_socket(path: Path, inode: int | None) -> None:
+    """Remove the socket we bound (not one another process put there since)."""
+    with contextlib.suppress(FileNotFoundError):
+        if inode is not None and path.lstat().st_ino == inode:
+            path.unlink()

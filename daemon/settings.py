@@ -1,0 +1,77 @@
+"""Generation settings for one request: the request's options over the model's defaults.
+
+The manifest's `parameters` (from its Modelfile recipe) are defaults; a
+request's `options` override them field by field. Stop strings are the
+union of both, so a model's own end markers always apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from corral.client.api import Options, WireError
+from corral.daemon.errors import RequestError
+from corral.runtime.sampling import SamplerOptions
+
+log = logging.getLogger(__name__)
+
+SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerOptions))
+
+# option -> (smallest allowed value, what it means)
+LOWER_BOUNDS: dict[str, tuple[float, str]] = {
+    "num_ctx": (1, "the context window in tokens"),
+    "top_p": (0.0, "a probability mass between 0 and 1"),
+    "min_p": (0.0, "a probability between 0 and 1"),
+    "repeat_penalty": (0.0, "a factor, 1.0 for none"),
+}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    sampler: SamplerOptions
+    num_predict: int  # -1: until a stop or the context is full
+    num_ctx: int
+    stop: tuple[str, ...]
+
+
+def model_defaults(parameters: Mapping[str, Any]) -> Options:
+    """A manifest's parameters as Options; a single stop string is allowed there."""
+    values = dict(parameters)
+    if isinstance(values.get("stop"), str):
+        values["stop"] = [values["stop"]]
+    try:
+        return Options.from_dict(values)
+    except WireError as e:
+        log.warning("ignoring the model's parameters: %s", e)
+        return Options()
+
+
+def settings_for(
+    request: Options | None, parameters: Mapping[str, Any], default_num_ctx: int
+) -> GenerationSettings:
+    """Merge and check; an out-of-range option raises RequestError (400)."""
+    request = request or Options()
+    if request.ignored:
+        log.warning("ignoring unsupported option(s): %s", ", ".join(request.ignored))
+    defaults = model_defaults(parameters)
+    merged = request.merged_over(defaults)
+    _check_bounds(merged)
+    stop = tuple(dict.fromkeys((*(request.stop or ()), *(defaults.stop or ()))))
+    sampler_values = {name: getattr(merged, name) for name in SAMPLER_FIELDS}
+    return GenerationSettings(
+        sampler=SamplerOptions(**{k: v for k, v in sampler_values.items() if v is not None}),
+        num_predict=-1 if merged.num_predict is None else merged.num_predict,
+        num_ctx=merged.num_ctx or default_num_ctx,
+        stop=tuple(s for s in stop if s),
+    )
+
+
+def _check_bounds(options: Options) -> None:
+    for name, (low, meaning) in LOWER_BOUNDS.items():
+        value = getattr(options, name)
+        if value is not None and value < low:
+            raise RequestError(f"option '{name}' must be at least {low} ({meaning}), got {value}")

@@ -1,0 +1,68 @@
+"""Reading wire requests and writing JSON or NDJSON responses.
+
+A stream's HTTP status is decided by its first event: an error raised before
+it (unknown model, a model that fails to load) is answered with the proper
+status by the error middleware; an error after it becomes a last
+`{"error": ...}` line, as Ollama does. A client that goes away ends the
+stream, which closes the event source and so cancels its work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from aiohttp import web
+
+from corral.client.api import ErrorResponse, Wire, WireError
+from corral.daemon.errors import error_body
+
+log = logging.getLogger(__name__)
+
+W = TypeVar("W", bound=Wire)
+
+NDJSON = "application/x-ndjson"
+
+
+async def read_request(request: web.Request, cls: type[W]) -> W:
+    """Decode the body as `cls`; a missing, malformed or mistyped body raises WireError."""
+    body = await request.read()
+    if not body.strip():
+        raise WireError("missing request body: send a JSON object")
+    return cls.from_json(body)
+
+
+def json_response(body: Wire, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=body.to_json(), content_type="application/json")
+
+
+def _line(body: Wire) -> bytes:
+    return body.to_json().encode() + b"\n"
+
+
+async def stream_ndjson(request: web.Request, events: AsyncIterator[Wire]) -> web.StreamResponse:
+    """Send `events` as NDJSON lines, closing `events` however the stream ends."""
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    async with contextlib.aclosing(events):
+        try:
+            async for event in events:
+                if not response.prepared:
+                    await response.prepare(request)
+                try:
+                    await response.write(_line(event))
+                except ConnectionResetError:
+                    log.info("%s %s: client went away, stopping", request.method, request.path)
+                    return response
+        except Exception as e:
+            if not response.prepared:
+                raise
+            _, message = error_body(e)
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(_line(ErrorResponse(error=message)))
+    if not response.prepared:
+        await response.prepare(request)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
