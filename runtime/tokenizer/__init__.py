@@ -1,8 +1,9 @@
 """Tokenizers built from GGUF metadata, producing the same token ids as llama.cpp.
 
 `load_tokenizer(metadata)` picks the implementation from `tokenizer.ggml.model`
-through `TOKENIZER_MODELS`; a new model type (SentencePiece "llama", ...) is one
-more entry there.
+through `TOKENIZER_MODELS`: "gpt2" (byte-level BPE, bpe.py) and "llama"
+(SentencePiece, spm.py), both built on the shared `Vocabulary` (vocab.py); a new
+model type is one more entry there.
 """
 
 from __future__ import annotations
@@ -10,23 +11,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from corral.runtime.tokenizer.bpe import BPETokenizer, TokenType
+from corral.runtime.tokenizer.bpe import BPETokenizer
 from corral.runtime.tokenizer.pretokenize import (
     PRE_TOKENIZERS,
     PreTokenizer,
     TokenizerError,
     UnsupportedTokenizer,
 )
+from corral.runtime.tokenizer.spm import SPMTokenizer
+from corral.runtime.tokenizer.vocab import TokenType, Vocabulary
 
 __all__ = [
     "PRE_TOKENIZERS",
     "TOKENIZER_MODELS",
     "BPETokenizer",
     "PreTokenizer",
+    "SPMTokenizer",
     "TokenType",
     "Tokenizer",
     "TokenizerError",
     "UnsupportedTokenizer",
+    "Vocabulary",
     "load_tokenizer",
 ]
 
@@ -59,6 +64,7 @@ class Tokenizer(Protocol):
 # `tokenizer.ggml.model` value -> constructor from GGUF metadata.
 TOKENIZER_MODELS: dict[str, Callable[[Mapping[str, Any]], Tokenizer]] = {
     "gpt2": BPETokenizer.from_gguf,
+    "llama": SPMTokenizer.from_gguf,
 }
 
 

@@ -177,8 +177,8 @@ def test_random_text_round_trips(tok: BPETokenizer) -> None:
 
 def test_load_tokenizer_dispatches_on_model_and_names_what_is_missing() -> None:
     assert isinstance(load_tokenizer(tiny_metadata()), Tokenizer)
-    with pytest.raises(UnsupportedTokenizer, match=r"'llama'.*supports: gpt2"):
-        load_tokenizer(tiny_metadata(**{"tokenizer.ggml.model": "llama"}))
+    with pytest.raises(UnsupportedTokenizer, match=r"'rwkv'.*supports: gpt2, llama"):
+        load_tokenizer(tiny_metadata(**{"tokenizer.ggml.model": "rwkv"}))
     with pytest.raises(TokenizerError, match=r"tokenizer\.ggml\.model is missing"):
         load_tokenizer({})
     with pytest.raises(UnsupportedTokenizer, match=r"'nope'.*smollm"):
