@@ -2,9 +2,10 @@
 
 `corral run NAME` on a fresh machine just works: the client starts
 `python -m corral.client serve` in its own session (it outlives the
-command), logging to <home>/logs/serve.log, records its pid in
-<home>/serve.pid, and waits until it answers. A TCP endpoint (CORRAL_HOST)
-is someone else's daemon and is never started from here.
+command), logging to <home>/logs/serve.log, and waits until it answers.
+The daemon records its own pid in <home>/serve.pid (`corral serve --stop`
+uses it). A TCP endpoint (CORRAL_HOST) is someone else's daemon and is never
+started from here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from corral.client.http import Client, DaemonNotRunning
 START_TIMEOUT = 15.0  # seconds
 POLL_INTERVAL = 0.1
 LOG_NAME = Path("logs") / "serve.log"
-PID_NAME = "serve.pid"
 
 
 class AutostartError(RuntimeError):
@@ -57,8 +57,7 @@ def start_daemon(home: Path, socket_path: Path, environ: Mapping[str, str]) -> s
             start_new_session=True,  # no SIGINT from the user's Ctrl+C, survives the CLI
             env=env,
         )
-    (home / PID_NAME).write_text(f"{process.pid}\n")
-    return process
+    return process  # the daemon writes <home>/serve.pid itself, once it owns the home
 
 
 def _wait_until_answering(

@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from corral.client.api import ProgressResponse, WireError, parse_time
+from corral.client import provision as provisioning
+from corral.client.api import ProgressResponse, Wire, WireError, parse_time
 from corral.client.autostart import AutostartError, ensure_running
-from corral.client.format import human_bytes, human_time, table, timing_summary
+from corral.client.format import (
+    human_bytes,
+    human_time,
+    processor,
+    table,
+    timing_summary,
+    until,
+)
 from corral.client.http import Client, DaemonNotRunning, ResponseError
 from corral.client.progress import PullDisplay
 from corral.client.repl import Repl
 from corral.client.show import render_show
 
+JSON_OPTION = click.option(
+    "--json", "as_json", is_flag=True, help="Print the API's JSON answer, for scripts."
+)
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl+C
 PATH_PREFIXES = ("/", "./", "../", "~")
 FAILURES: tuple[type[BaseException], ...] = (
@@ -97,11 +110,16 @@ def run(model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | Non
 
 
 @main.command("list")
-def list_models() -> None:
+@JSON_OPTION
+def list_models(as_json: bool) -> None:
     """List installed models."""
+    listing = connect().list()
+    if as_json:
+        echo_json(listing)
+        return
     rows = [
         (m.name, m.digest[:12], human_bytes(m.size), human_time(parse_time(m.modified_at)))
-        for m in connect().list().models
+        for m in listing.models
     ]
     click.echo(table(rows, header=("NAME", "ID", "SIZE", "MODIFIED")))
 
@@ -116,10 +134,62 @@ main.add_command(list_models, "ls")
 @click.option("--parameters", "part", flag_value="parameters", help="Show the parameters.")
 @click.option("--system", "part", flag_value="system", help="Show the system prompt.")
 @click.option("--template", "part", flag_value="template", help="Show the chat template.")
-def show(model: str, part: str | None) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="With --json: include the whole vocabulary.")
+@JSON_OPTION
+def show(model: str, part: str | None, verbose: bool, as_json: bool) -> None:
     """Show a model's architecture, size, parameters and license."""
-    info = connect().show(model)
-    click.echo(getattr(info, part) if part else render_show(info))
+    info = connect().show(model, verbose=verbose)
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(getattr(info, part) if part else render_show(info))
+
+
+@main.command()
+@JSON_OPTION
+def ps(as_json: bool) -> None:
+    """List the models in memory, their size and when they unload."""
+    running = connect().ps()
+    if as_json:
+        echo_json(running)
+        return
+    rows = [
+        (
+            m.name,
+            m.digest[:12],
+            human_bytes(m.size),
+            processor(m.size, m.size_vram),
+            until(parse_time(m.expires_at) if m.expires_at else None),
+        )
+        for m in running.models
+    ]
+    click.echo(table(rows, header=("NAME", "ID", "SIZE", "PROCESSOR", "UNTIL")))
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+def stop(models: tuple[str, ...]) -> None:
+    """Unload running models from memory (they stay installed)."""
+    client = connect()
+    failed = 0
+    for name in models:
+        try:
+            client.generate(name, "", stream=False, keep_alive=0)
+        except ResponseError as e:
+            message = f"couldn't find model '{name}' to stop" if e.status == 404 else e.message
+            click.echo(f"Error: {message}", err=True)
+            failed += 1
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.argument("source")
+@click.argument("destination")
+def cp(source: str, destination: str) -> None:
+    """Copy a model under another name (no data is copied: both names share one file)."""
+    connect().copy(source, destination)
+    click.echo(f"copied '{source}' to '{destination}'")
 
 
 @main.command()
@@ -140,7 +210,25 @@ def rm(models: tuple[str, ...]) -> None:
         raise click.exceptions.Exit(1)
 
 
+@main.command(help=provisioning.HELP, short_help="Bring this machine to a declared set of models.")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+def provision(file: Path, dry_run: bool) -> None:
+    try:
+        spec = provisioning.load_spec(file)
+    except provisioning.ProvisionError as e:
+        raise click.ClickException(str(e)) from None
+    report = provisioning.Provisioner(connect(), spec, dry_run=dry_run).run()
+    click.echo(report.summary())
+    if report.failed:
+        raise click.exceptions.Exit(1)
+
+
 # ----- shared by the commands -----------------------------------------------------
+
+
+def echo_json(body: Wire) -> None:
+    click.echo(json.dumps(body.to_dict(), indent=2, ensure_ascii=False))
 
 
 def absolute_if_path(name: str) -> str:

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from corral.client.api import Metrics
 
 TABLE_PADDING = "    "  # Ollama's tablewriter padding
+FOREVER_YEARS = 20  # an expiry further ahead than this is "Forever" (Ollama's HumanTime)
+SECONDS_PER_YEAR = 365 * 24 * 3600
 
 # (threshold, unit) from large to small, decimal units as Ollama's HumanBytes
 _BYTE_UNITS = ((1000**4, "TB"), (1000**3, "GB"), (1000**2, "MB"), (1000, "KB"))
@@ -52,13 +54,34 @@ def human_duration(seconds: float) -> str:
 
 
 def human_time(moment: datetime | None, zero: str = "Never", now: datetime | None = None) -> str:
-    """ "2 days ago", "5 minutes from now", as Ollama's HumanTime."""
+    """ "2 days ago", "5 minutes from now", "Forever", as Ollama's HumanTime."""
     if moment is None:
         return zero
     delta = ((now or datetime.now(UTC)) - moment).total_seconds()
+    if delta < -FOREVER_YEARS * SECONDS_PER_YEAR:
+        return "Forever"
     if delta < 0:
         return human_duration(-delta) + " from now"
     return human_duration(delta) + " ago"
+
+
+def processor(size: int, size_vram: int) -> str:
+    """Where a loaded model sits, as `ollama ps` says it: "100% CPU", "48%/52% CPU/GPU"."""
+    if size_vram == 0:
+        return "100% CPU"
+    if size_vram == size:
+        return "100% GPU"
+    if size_vram > size or size == 0:
+        return "Unknown"
+    cpu = round((size - size_vram) / size * 100)
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
+
+
+def until(expires: datetime | None, now: datetime | None = None) -> str:
+    """`ollama ps`'s UNTIL: "4 minutes from now", "Forever", "Stopping..." once past."""
+    if expires is not None and expires <= (now or datetime.now(UTC)):
+        return "Stopping..."
+    return human_time(expires, "Never", now)
 
 
 def go_duration(ns: int) -> str:

@@ -13,6 +13,7 @@ raise `ResponseError`; nothing listening raises `DaemonNotRunning`.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -20,18 +21,25 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, BinaryIO, Literal, TypeVar, overload
 
 from corral.client.api import (
+    ENV_API_TOKEN,
     ENV_HOST,
     ChatRequest,
     ChatResponse,
+    CopyRequest,
     DeleteRequest,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    EmbedResponse,
     GenerateRequest,
     GenerateResponse,
     ListResponse,
     Message,
     Options,
+    ProcessResponse,
     ProgressResponse,
     PullRequest,
     ShowRequest,
@@ -44,6 +52,7 @@ from corral.client.api import (
 
 W = TypeVar("W", bound=Wire)
 PING_TIMEOUT = 2.0
+HASH_CHUNK = 1 << 20
 STREAM_ERROR_STATUS = 500  # an {"error"} line after a 200: the failure happened mid-stream
 
 
@@ -111,9 +120,13 @@ class Endpoint:
 
 
 class Client:
-    def __init__(self, host: str | None = None, *, timeout: float | None = None) -> None:
+    def __init__(
+        self, host: str | None = None, *, timeout: float | None = None, token: str | None = None
+    ) -> None:
+        """`token` (else CORRAL_API_TOKEN) is sent as a bearer token over TCP."""
         self.endpoint = Endpoint.resolve(host)
         self.timeout = timeout
+        self.token = token if token is not None else os.environ.get(ENV_API_TOKEN, "")
 
     # ----- simple calls ---------------------------------------------------------
 
@@ -141,6 +154,68 @@ class Client:
     def delete(self, model: str) -> None:
         self._close(*self._send("DELETE", "/api/delete", DeleteRequest(model=model)))
 
+    def copy(self, source: str, destination: str) -> None:
+        request = CopyRequest(source=source, destination=destination)
+        self._close(*self._send("POST", "/api/copy", request))
+
+    def ps(self) -> ProcessResponse:
+        """The models in memory, most recently used first."""
+        return self._call("GET", "/api/ps", None, ProcessResponse)
+
+    def embed(
+        self,
+        model: str,
+        input: str | Sequence[str],
+        *,
+        truncate: bool | None = None,
+        dimensions: int | None = None,
+        options: Options | Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+    ) -> EmbedResponse:
+        """L2-normalised embeddings, one per input."""
+        request = EmbedRequest(
+            model=model,
+            input=input if isinstance(input, str) else tuple(input),
+            truncate=truncate,
+            dimensions=dimensions,
+            options=_options(options),
+            keep_alive=keep_alive,
+        )
+        return self._call("POST", "/api/embed", request, EmbedResponse)
+
+    def embeddings(
+        self,
+        model: str,
+        prompt: str,
+        *,
+        options: Options | Mapping[str, Any] | None = None,
+        keep_alive: str | float | None = None,
+    ) -> EmbeddingsResponse:
+        """One embedding, not normalised (the older endpoint)."""
+        request = EmbeddingsRequest(
+            model=model, prompt=prompt, options=_options(options), keep_alive=keep_alive
+        )
+        return self._call("POST", "/api/embeddings", request, EmbeddingsResponse)
+
+    def blob_exists(self, digest: str) -> bool:
+        try:
+            self._close(*self._send_raw("HEAD", f"/api/blobs/{digest}"))
+        except ResponseError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def push_blob(self, path: str | Path) -> str:
+        """Upload a file as a blob unless the daemon has it; returns its digest."""
+        digest = _file_digest(Path(path))
+        if not self.blob_exists(digest):
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+                self._close(*self._send_raw("POST", f"/api/blobs/{digest}", f, headers))
+        return digest
+
     # ----- streaming calls ------------------------------------------------------
 
     @overload
@@ -167,6 +242,7 @@ class Client:
         stream: bool = True,
         system: str | None = None,
         raw: bool = False,
+        context: Sequence[int] | None = None,
         options: Options | Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
     ) -> Any:
@@ -175,6 +251,7 @@ class Client:
             prompt=prompt,
             system=system,
             raw=raw,
+            context=None if context is None else tuple(context),
             stream=stream,
             options=_options(options),
             keep_alive=keep_alive,
@@ -237,9 +314,22 @@ class Client:
         self, method: str, path: str, body: Wire | None, timeout: float | None = None
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send one request; raise for a daemon that is not there or answers an error."""
-        conn = self.endpoint.connection(timeout if timeout is not None else self.timeout)
         payload = body.to_json().encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        return self._send_raw(method, path, payload, headers, timeout)
+
+    def _send_raw(
+        self,
+        method: str,
+        path: str,
+        payload: bytes | BinaryIO | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self.endpoint.connection(timeout if timeout is not None else self.timeout)
+        headers = dict(headers or {})
+        if self.token and self.endpoint.socket_path is None:
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
@@ -265,6 +355,14 @@ def _options(options: Options | Mapping[str, Any] | None) -> Options | None:
     if options is None or isinstance(options, Options):
         return options
     return Options.from_dict(dict(options))
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
 
 
 def _error_message(body: bytes, reason: str) -> str:

@@ -2,10 +2,14 @@
 
     >>> Why is the sky blue?
     (the answer streams in)
+    >>> \"\"\"Summarize this:
+    ... line one
+    ... line two\"\"\"
 
 Ctrl+C stops the current answer (the turn is dropped) and keeps the chat
-going; Ctrl+D or /bye leaves. Slash commands are a table, so later ones
-(/set, /show, /load, ...) are one entry each.
+going; Ctrl+D or /bye leaves. `\"\"\"` begins a message of several lines, ended
+by a line ending in `\"\"\"` (also after `/set system`). The slash commands
+live in repl_commands.py, one table entry each.
 """
 
 from __future__ import annotations
@@ -14,19 +18,17 @@ import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from corral.client.api import ChatResponse, Message
 from corral.client.format import timing_summary
 from corral.client.http import Client, ResponseError
+from corral.client.repl_commands import COMMANDS
 
 PROMPT = ">>> "
-HELP = """Available Commands:
-  /clear          Clear session context
-  /bye            Exit
-  /?, /help       Help for a command
-
-Use Ctrl + d or /bye to exit."""
+CONTINUATION = "... "
+FENCE = '"""'
+MULTILINE_COMMANDS = ("/set system",)  # commands whose argument may be a """ block
 
 
 @dataclass
@@ -39,37 +41,62 @@ class Repl:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     history: list[Message] = field(default_factory=list)
+    system: str | None = None  # /set system: replaces the model's system prompt
+    options: dict[str, Any] = field(default_factory=dict)  # /set parameter
 
     def run(self) -> None:
         """Chat until /bye or end of input."""
         _enable_line_editing()
-        self.client.generate(self.model, "", stream=False, keep_alive=self.keep_alive)  # load
+        self.load()
         while True:
             try:
-                line = self.read(PROMPT)
+                text = self.read_message()
             except EOFError:
                 print(file=self.out)
                 return
             except KeyboardInterrupt:
                 print("\nUse Ctrl + d or /bye to exit.", file=self.out)
                 continue
-            text = line.strip()
-            if not text:
+            if not text.strip():
                 continue
-            if text.startswith("/"):
-                if not self.command(text):
+            if text.lstrip().startswith("/"):
+                if not self.command(text.strip()):
                     return
                 continue
             self.answer(text)
 
+    def load(self) -> None:
+        """Load the model now, so the first answer does not wait for it."""
+        self.client.generate(self.model, "", stream=False, keep_alive=self.keep_alive)
+
+    def read_message(self) -> str:
+        """One message: a line, or a \"\"\" block of lines (its fences removed)."""
+        line = self.read(PROMPT)
+        head, fence, body = line.partition(FENCE)
+        opens = fence and (not head.strip() or head.strip() in MULTILINE_COMMANDS)
+        if not opens:
+            return line
+        lines = []
+        while not body.endswith(FENCE):
+            lines.append(body)
+            body = self.read(CONTINUATION)
+        lines.append(body.removesuffix(FENCE))
+        if len(lines) > 1 and not lines[0].strip():  # the fence alone on the first line
+            lines.pop(0)
+        return head + "\n".join(lines)
+
     def command(self, text: str) -> bool:
         """Run a slash command; False means leave."""
-        name = text.split()[0]
+        name, _, rest = text.partition(" ")
         handler = COMMANDS.get(name)
         if handler is None:
             print(f"Unknown command '{name}'. Type /? for help", file=self.out)
             return True
-        return handler(self, text)
+        return handler(self, rest.strip())
+
+    def conversation(self) -> list[Message]:
+        system = [Message(role="system", content=self.system)] if self.system else []
+        return [*system, *self.history]
 
     def answer(self, text: str) -> None:
         """One turn: send the conversation, stream the reply, keep it in the history."""
@@ -77,7 +104,12 @@ class Repl:
         parts: list[str] = []
         last: ChatResponse | None = None
         try:
-            stream = self.client.chat(self.model, self.history, keep_alive=self.keep_alive)
+            stream = self.client.chat(
+                self.model,
+                self.conversation(),
+                options=self.options or None,
+                keep_alive=self.keep_alive,
+            )
             with contextlib.closing(stream):
                 for last in stream:
                     parts.append(last.message.content)
@@ -94,29 +126,6 @@ class Repl:
         self.history.append(Message(role="assistant", content="".join(parts)))
         if self.verbose and last is not None and last.done:
             print("\n".join(timing_summary(last)), file=self.err)
-
-
-def _bye(repl: Repl, text: str) -> bool:
-    return False
-
-
-def _help(repl: Repl, text: str) -> bool:
-    print(HELP, file=repl.out)
-    return True
-
-
-def _clear(repl: Repl, text: str) -> bool:
-    repl.history.clear()
-    print("Cleared session context", file=repl.out)
-    return True
-
-
-COMMANDS: dict[str, Callable[[Repl, str], bool]] = {
-    "/bye": _bye,
-    "/?": _help,
-    "/help": _help,
-    "/clear": _clear,
-}
 
 
 def _enable_line_editing() -> None:

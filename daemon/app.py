@@ -13,21 +13,40 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from corral.daemon import routes_generate, routes_meta, routes_models
+from corral.daemon import (
+    routes_embed,
+    routes_generate,
+    routes_manage,
+    routes_meta,
+    routes_models,
+    routes_openai,
+    security,
+)
 from corral.daemon.config import DaemonConfig
 from corral.daemon.errors import error_middleware
+from corral.daemon.openai_io import openai_error_middleware
 from corral.daemon.scheduler import Loader, Scheduler, load_engine
 from corral.daemon.state import STATE, DaemonState
 from corral.registry.store import Store
 
 log = logging.getLogger(__name__)
 
-ROUTE_TABLES = (routes_meta.routes, routes_models.routes, routes_generate.routes)
-MAX_REQUEST_BYTES = 64 * 1024 * 1024  # long conversations, not uploads (blobs come later)
+ROUTE_TABLES = (
+    routes_meta.routes,
+    routes_models.routes,
+    routes_generate.routes,
+    routes_embed.routes,
+    routes_manage.routes,
+    routes_openai.routes,
+)
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # long conversations; blob uploads stream, unbounded
 
 
 def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    # Outermost first: under /v1 errors take OpenAI's shape before error_middleware sees them.
+    middlewares = [error_middleware, openai_error_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BYTES)
+    security.install(app, config)  # token, Host and Origin checks before anything else
     for table in ROUTE_TABLES:
         app.add_routes(table)
 
@@ -37,6 +56,8 @@ def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.App
             default_keep_alive=config.keep_alive,
             max_loaded=config.max_loaded_models,
             num_parallel=config.num_parallel,
+            max_memory=config.max_memory,
+            max_queue=config.max_queue,
             loader=loader,
         )
         state = DaemonState(config=config, store=Store(config.home), scheduler=scheduler)

@@ -24,11 +24,16 @@ from corral.client.api import (
     parse_duration,
     parse_host,
 )
+from corral.daemon.memory import SAFE_FRACTION, default_budget, parse_size
 
 T = TypeVar("T")
 
 DEFAULT_KEEP_ALIVE = 300.0  # seconds: Ollama's 5 minutes
 DEFAULT_NUM_CTX = 4096
+DEFAULT_MAX_LOADED = 3  # Ollama's default for CPU inference; memory usually decides first
+DEFAULT_MAX_QUEUE = 512  # Ollama's OLLAMA_MAX_QUEUE
+ENV_TOKEN = "CORRAL_API_TOKEN"
+ENV_ORIGINS = "CORRAL_ORIGINS"
 
 
 class ConfigError(ValueError):
@@ -43,13 +48,33 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting(ENV_HOME, "platformdirs user data dir", "where models and logs are stored"),
+    Setting(ENV_HOME, "platformdirs user data dir", "where models, logs and the pid file live"),
     Setting(ENV_SOCKET, "<user runtime dir>/corral.sock", "the Unix socket the daemon serves"),
-    Setting(ENV_HOST, "(unset)", "also serve TCP on host:port (loopback only for now)"),
+    Setting(
+        ENV_HOST,
+        "(unset)",
+        "also serve TCP on host:port; a non-loopback host needs CORRAL_API_TOKEN",
+    ),
+    Setting(ENV_TOKEN, "(unset)", "bearer token every TCP request must send (Authorization)"),
+    Setting(
+        ENV_ORIGINS,
+        "(unset)",
+        "extra browser origins allowed, comma-separated, * wildcards (localhost always is)",
+    ),
     Setting(ENV_KEEP_ALIVE, "5m", "how long an idle model stays loaded (0 unloads, -1 forever)"),
     Setting("CORRAL_NUM_CTX", str(DEFAULT_NUM_CTX), "default context window (tokens)"),
-    Setting("CORRAL_MAX_LOADED_MODELS", "1", "models kept in memory at once"),
-    Setting("CORRAL_NUM_PARALLEL", "1", "requests one loaded model serves at a time"),
+    Setting("CORRAL_MAX_LOADED_MODELS", str(DEFAULT_MAX_LOADED), "models kept in memory at once"),
+    Setting(
+        "CORRAL_MAX_MEMORY",
+        f"{SAFE_FRACTION:.0%} of RAM",
+        "memory for loaded models (16GB, 512MiB, 60%); idle ones are unloaded to make room",
+    ),
+    Setting("CORRAL_NUM_PARALLEL", "1", "requests one loaded model serves at once"),
+    Setting(
+        "CORRAL_MAX_QUEUE",
+        str(DEFAULT_MAX_QUEUE),
+        "requests that may wait for a model or a slot; more are refused with 503",
+    ),
     Setting("CORRAL_DEBUG", "0", "log at debug level"),
 )
 
@@ -59,25 +84,57 @@ class DaemonConfig:
     home: Path
     socket_path: Path
     host: tuple[str, int] | None = None
+    api_token: str | None = None
+    origins: tuple[str, ...] = ()  # extra allowed browser origins (patterns)
     keep_alive: float = DEFAULT_KEEP_ALIVE  # seconds; math.inf keeps models forever
     num_ctx: int = DEFAULT_NUM_CTX
-    max_loaded_models: int = 1
+    max_loaded_models: int = DEFAULT_MAX_LOADED
+    max_memory: int | None = None  # bytes; None: no limit
     num_parallel: int = 1
+    max_queue: int = DEFAULT_MAX_QUEUE
     debug: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> DaemonConfig:
         """Read every setting; a bad value raises ConfigError naming the variable."""
-        return cls(
+        config = cls(
             home=default_home(environ),
             socket_path=default_socket_path(environ),
-            host=_read(environ, ENV_HOST, _parse_host, None),
+            host=_read(environ, ENV_HOST, parse_host, None),
+            api_token=environ.get(ENV_TOKEN, "").strip() or None,
+            origins=_read(environ, ENV_ORIGINS, _parse_origins, ()),
             keep_alive=_read(environ, ENV_KEEP_ALIVE, parse_duration, DEFAULT_KEEP_ALIVE),
             num_ctx=_read(environ, "CORRAL_NUM_CTX", _positive_int, DEFAULT_NUM_CTX),
-            max_loaded_models=_read(environ, "CORRAL_MAX_LOADED_MODELS", _positive_int, 1),
+            max_loaded_models=_read(
+                environ, "CORRAL_MAX_LOADED_MODELS", _positive_int, DEFAULT_MAX_LOADED
+            ),
+            max_memory=_read(environ, "CORRAL_MAX_MEMORY", parse_size, None) or default_budget(),
             num_parallel=_read(environ, "CORRAL_NUM_PARALLEL", _positive_int, 1),
+            max_queue=_read(environ, "CORRAL_MAX_QUEUE", _count, DEFAULT_MAX_QUEUE),
             debug=_read(environ, "CORRAL_DEBUG", _flag, False),
         )
+        config.check_exposure()
+        return config
+
+    def check_exposure(self) -> None:
+        """A TCP listener reachable from other machines needs a token."""
+        if self.host is not None and not is_loopback(self.host[0]) and not self.api_token:
+            host, port = self.host
+            raise ConfigError(
+                f"{ENV_HOST}={host}:{port} accepts connections from other machines: set "
+                f"{ENV_TOKEN} to a secret that clients send as 'Authorization: Bearer <token>', "
+                "or listen on 127.0.0.1"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost; any other name or address counts as exposed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _read(environ: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
@@ -101,9 +158,17 @@ def _flag(text: str) -> bool:
     return text.lower() not in ("0", "false", "no", "off")
 
 
-def _parse_host(text: str) -> tuple[str, int]:
-    """host:port for the TCP listener; only loopback until API tokens exist (issue 5)."""
-    host, port = parse_host(text)
-    if not ipaddress.ip_address("127.0.0.1" if host == "localhost" else host).is_loopback:
-        raise ValueError("only loopback addresses are allowed for now")
-    return host, port
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _parse_origins(text: str) -> tuple[str, ...]:
+    """Comma-separated origins like https://app.example.com or http://*.example.com."""
+    origins = tuple(o.strip().rstrip("/").lower() for o in text.split(",") if o.strip())
+    for origin in origins:
+        if "://" not in origin and origin != "*":
+            raise ValueError(f"'{origin}' is not an origin like https://app.example.com")
+    return origins

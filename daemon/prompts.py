@@ -5,6 +5,10 @@ single user turn (with the request's or the model's system prompt) unless
 `raw` is set, as Ollama does. /api/chat renders the model's example messages
 followed by the request's, with the model's system prompt first when the
 request brings none.
+
+/api/generate's `context` (the token ids a previous answer returned) is
+continued at the token level: the new turn's tokens follow it, without a
+second BOS, so the session's KV cache of that conversation is reused.
 """
 
 from __future__ import annotations
@@ -25,8 +29,7 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("images", "images are not supported yet: corral has no vision models"),
     ("format", "structured output ('format') is not supported yet"),
     ("tools", "tool calling ('tools') is not supported yet"),
-    ("suffix", "fill-in-the-middle ('suffix') is not supported yet"),
-    ("context", "'context' is not supported: send the whole conversation to /api/chat"),
+    ("suffix", "fill-in-the-middle ('suffix') is not supported: corral has no FIM templates yet"),
     ("template", "a request 'template' is not supported yet: corral uses the model's template"),
 )
 
@@ -38,6 +41,8 @@ def refuse_unsupported(request: GenerateRequest | ChatRequest) -> None:
     for message in getattr(request, "messages", ()):
         if message.images:
             raise RequestError(dict(UNSUPPORTED)["images"])
+    if getattr(request, "raw", False) and getattr(request, "context", None):
+        raise RequestError("raw mode does not support 'context': send the whole prompt instead")
 
 
 def generate_conversation(request: GenerateRequest, manifest: Manifest) -> Conversation:
@@ -74,3 +79,17 @@ def encode(engine: Engine, text: str) -> list[int]:
     bos = engine.template.bos_token
     add_special = not (bos and text.startswith(bos))
     return tokenizer.encode(text, add_special=add_special, parse_special=True)
+
+
+def continue_context(engine: Engine, context: Sequence[int], text: str) -> list[int]:
+    """`context` (a previous answer's token ids) followed by the tokens of `text`."""
+    vocab = engine.tokenizer.vocab_size
+    bad = next((t for t in context if not 0 <= t < vocab), None)
+    if bad is not None:
+        raise RequestError(
+            f"'context' holds token {bad}, not in this model's vocabulary (0..{vocab - 1}): "
+            "send back the context of an answer from the same model"
+        )
+    bos = engine.template.bos_token
+    text = text.removeprefix(bos) if bos else text
+    return [*context, *engine.tokenizer.encode(text, add_special=False, parse_special=True)]

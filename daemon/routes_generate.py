@@ -1,4 +1,11 @@
-"""POST /api/generate and /api/chat: streamed NDJSON or one aggregated JSON answer."""
+"""POST /api/generate and /api/chat: streamed NDJSON or one aggregated JSON answer.
+
+`generate_events` and `chat_events` are the handlers' core: they check the
+request, resolve the model (raising with the right status) and return the
+answer as native wire events, text pieces then one final `done` event with
+the statistics. The handlers send those as NDJSON or `collect` them into one
+answer; the OpenAI-compatible routes translate the same events.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
@@ -15,7 +24,6 @@ from corral.client.api import (
     GenerateRequest,
     GenerateResponse,
     Message,
-    Wire,
     now_rfc3339,
     parse_duration,
 )
@@ -29,81 +37,146 @@ from corral.runtime.engine import Engine
 
 routes = web.RouteTableDef()
 
-PieceBody = Callable[[str], Wire]
-FinalBody = Callable[[Finished | None, str], Wire]  # None: a load/unload without generation
+R = TypeVar("R", GenerateResponse, ChatResponse)
+
+
+@dataclass(frozen=True)
+class Shape(Generic[R]):
+    """Where an answer event keeps its text, so a stream can be joined into one answer."""
+
+    text_of: Callable[[R], str]
+    with_text: Callable[[R, str], R]
+
+
+GENERATE = Shape[GenerateResponse](
+    text_of=lambda r: r.response,
+    with_text=lambda r, text: dataclasses.replace(r, response=text),
+)
+CHAT = Shape[ChatResponse](
+    text_of=lambda r: r.message.content,
+    with_text=lambda r, text: dataclasses.replace(
+        r, message=Message(role="assistant", content=text)
+    ),
+)
 
 
 @routes.post("/api/generate")
 async def generate_handler(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = await read_request(request, GenerateRequest)
-    prompts.refuse_unsupported(req)
-    state, model, settings, keep_alive = await _prepare(request, req)
-
-    def piece(text: str) -> Wire:
-        return GenerateResponse(model=req.model, created_at=now_rfc3339(), response=text)
-
-    def final(finished: Finished | None, text: str) -> Wire:
-        return GenerateResponse(
-            model=req.model,
-            created_at=now_rfc3339(),
-            response=text,
-            done=True,
-            **_final_fields(finished, keep_alive),
-        )
-
-    if not req.prompt:
-        await _load_or_unload(state, model, settings, keep_alive)
-        return json_response(final(None, ""))
-    conversation = prompts.generate_conversation(req, model.manifest)
-
-    def render(engine: Engine) -> str:
-        return req.prompt if req.raw else prompts.render(engine, model.manifest, conversation)
-
-    pieces = generate(state, model, settings, keep_alive, render, started)
-    return await _respond(request, req.stream, pieces, piece, final)
+    events = await generate_events(request.app[STATE], req, started)
+    return await respond(request, req.stream and bool(req.prompt), events, GENERATE)
 
 
 @routes.post("/api/chat")
 async def chat_handler(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = await read_request(request, ChatRequest)
+    events = await chat_events(request.app[STATE], req, started)
+    return await respond(request, req.stream and bool(req.messages), events, CHAT)
+
+
+async def generate_events(
+    state: DaemonState, req: GenerateRequest, started: int
+) -> AsyncIterator[GenerateResponse]:
+    """/api/generate's answer; an empty prompt loads (or with keep_alive 0 unloads) the model."""
     prompts.refuse_unsupported(req)
-    state, model, settings, keep_alive = await _prepare(request, req)
+    model, settings, keep_alive = await _prepare(state, req)
 
-    def piece(text: str) -> Wire:
-        message = Message(role="assistant", content=text)
-        return ChatResponse(model=req.model, created_at=now_rfc3339(), message=message)
+    def piece(text: str) -> GenerateResponse:
+        return GenerateResponse(model=req.model, created_at=now_rfc3339(), response=text)
 
-    def final(finished: Finished | None, text: str) -> Wire:
+    def final(finished: Finished | None) -> GenerateResponse:
+        return GenerateResponse(
+            model=req.model,
+            created_at=now_rfc3339(),
+            done=True,
+            context=finished.context if finished else None,
+            **_final_fields(finished, keep_alive),
+        )
+
+    if not req.prompt:
+        await _load_or_unload(state, model, settings, keep_alive)
+        return _one(final(None))
+    conversation = prompts.generate_conversation(req, model.manifest)
+
+    def prompt_ids(engine: Engine) -> list[int]:
+        if req.raw:
+            return prompts.encode(engine, req.prompt)
+        text = prompts.render(engine, model.manifest, conversation)
+        if req.context:
+            return prompts.continue_context(engine, req.context, text)
+        return prompts.encode(engine, text)
+
+    pieces = generate(state, model, settings, keep_alive, prompt_ids, started)
+    return _answer(pieces, piece, final)
+
+
+async def chat_events(
+    state: DaemonState, req: ChatRequest, started: int
+) -> AsyncIterator[ChatResponse]:
+    """/api/chat's answer; no messages loads (or with keep_alive 0 unloads) the model."""
+    prompts.refuse_unsupported(req)
+    model, settings, keep_alive = await _prepare(state, req)
+
+    def piece(text: str) -> ChatResponse:
+        return ChatResponse(
+            model=req.model,
+            created_at=now_rfc3339(),
+            message=Message(role="assistant", content=text),
+        )
+
+    def final(finished: Finished | None) -> ChatResponse:
         return ChatResponse(
             model=req.model,
             created_at=now_rfc3339(),
             done=True,
-            message=Message(role="assistant", content=text),
+            message=Message(role="assistant", content=""),
             **_final_fields(finished, keep_alive),
         )
 
     if not req.messages:
         await _load_or_unload(state, model, settings, keep_alive)
-        return json_response(final(None, ""))
+        return _one(final(None))
     conversation = prompts.chat_conversation(req.messages, model.manifest)
 
-    def render(engine: Engine) -> str:
-        return prompts.render(engine, model.manifest, conversation)
+    def prompt_ids(engine: Engine) -> list[int]:
+        return prompts.encode(engine, prompts.render(engine, model.manifest, conversation))
 
-    pieces = generate(state, model, settings, keep_alive, render, started)
-    return await _respond(request, req.stream, pieces, piece, final)
+    pieces = generate(state, model, settings, keep_alive, prompt_ids, started)
+    return _answer(pieces, piece, final)
+
+
+async def respond(
+    request: web.Request, stream: bool, events: AsyncIterator[R], shape: Shape[R]
+) -> web.StreamResponse:
+    if stream:
+        return await stream_ndjson(request, events)
+    return json_response(await collect(events, shape))
+
+
+async def collect(events: AsyncIterator[R], shape: Shape[R]) -> R:
+    """The final event, carrying the text of every piece before it."""
+    texts: list[str] = []
+    final: R | None = None
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if event.done:
+                final = event
+            else:
+                texts.append(shape.text_of(event))
+    if final is None:
+        raise RuntimeError("the answer ended without its final event")
+    return shape.with_text(final, "".join(texts))
 
 
 async def _prepare(
-    request: web.Request, req: GenerateRequest | ChatRequest
-) -> tuple[DaemonState, InstalledModel, GenerationSettings, float | None]:
-    state = request.app[STATE]
+    state: DaemonState, req: GenerateRequest | ChatRequest
+) -> tuple[InstalledModel, GenerationSettings, float | None]:
     model = await state.resolve(req.model)
     settings = settings_for(req.options, model.manifest.parameters, state.config.num_ctx)
     keep_alive = None if req.keep_alive is None else parse_duration(req.keep_alive)
-    return state, model, settings, keep_alive
+    return model, settings, keep_alive
 
 
 async def _load_or_unload(
@@ -116,36 +189,28 @@ async def _load_or_unload(
     if keep_alive == 0:
         state.scheduler.unload(model.digest)
     else:
-        await state.scheduler.preload(model.model_path, model.digest, settings.num_ctx, keep_alive)
+        await state.scheduler.preload(
+            model.model_path, model.digest, settings.num_ctx, keep_alive, name=model.name
+        )
 
 
-def _final_fields(finished: Finished | None, keep_alive: float | None) -> dict[str, object]:
+def _final_fields(finished: Finished | None, keep_alive: float | None) -> dict[str, Any]:
     if finished is None:
         return {"done_reason": "unload" if keep_alive == 0 else "load"}
-    return dataclasses.asdict(finished)
+    fields = dataclasses.asdict(finished)
+    del fields["context"]  # only /api/generate answers with it
+    return fields
 
 
-async def _respond(
-    request: web.Request,
-    stream: bool,
+async def _one(event: R) -> AsyncIterator[R]:
+    yield event
+
+
+async def _answer(
     pieces: AsyncIterator[str | Finished],
-    piece: PieceBody,
-    final: FinalBody,
-) -> web.StreamResponse:
-    if stream:
-
-        async def events() -> AsyncIterator[Wire]:
-            async with contextlib.aclosing(pieces):
-                async for p in pieces:
-                    yield piece(p) if isinstance(p, str) else final(p, "")
-
-        return await stream_ndjson(request, events())
-    texts: list[str] = []
-    finished: Finished | None = None
+    piece: Callable[[str], R],
+    final: Callable[[Finished], R],
+) -> AsyncIterator[R]:
     async with contextlib.aclosing(pieces):
         async for p in pieces:
-            if isinstance(p, str):
-                texts.append(p)
-            else:
-                finished = p
-    return json_response(final(finished, "".join(texts)))
+            yield piece(p) if isinstance(p, str) else final(p)

@@ -1,17 +1,19 @@
-"""Which models are in memory: load once, share, keep for keep_alive, evict.
+"""Which models are in memory: load once, share, queue, keep for keep_alive, evict.
 
 Loaded models are keyed by blob digest and load options (num_ctx), so two
 names for one blob share one copy. A request holds a model through
 `Scheduler.use()`; while any request holds it, it is never evicted. When the
-last holder leaves, the request's keep_alive decides: 0 unloads now, a
-negative value (math.inf here) keeps it forever, anything else arms a timer.
+last holder leaves, the latest request's keep_alive decides: 0 unloads now,
+a negative value (math.inf here) keeps it forever, anything else arms a timer.
 
-One load at a time (a lock, FIFO). Loading runs in a worker thread. At most
-`max_loaded` models stay loaded: to make room, idle models are evicted
-(least recently used first); if every loaded model is busy, the load waits
-until one is released. Each model serves `num_parallel` requests at once
-(a semaphore) and keeps an idle Session per slot so a conversation's next
-turn reuses its KV cache.
+Loads happen one at a time (a FIFO lock) in a worker thread. Before a load,
+room is made: while `max_loaded` models are loaded or the new model's
+estimated size would pass `max_memory`, idle models are unloaded, least
+recently used first; if only busy models are left, the load waits for one to
+be released. Each model serves `num_parallel` requests at once (its slots).
+A request that cannot start at once waits in a queue of at most `max_queue`;
+beyond that it is refused with 503. A waiting request that goes away (its
+client disconnected) leaves the queue at once.
 """
 
 from __future__ import annotations
@@ -21,57 +23,27 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-from corral.runtime.engine import Engine, Session
+from corral.daemon.config import DEFAULT_MAX_QUEUE
+from corral.daemon.errors import RequestError
+from corral.daemon.memory import estimate_model_bytes, human_size
+from corral.daemon.slots import Lease, LoadedInfo, LoadedModel, LoadKey, SlotPool
+from corral.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[Path, int], Engine]
+Estimator = Callable[[Path, int, int], int]  # (path, num_ctx, num_parallel) -> bytes
+TOO_LARGE = 507  # Insufficient Storage: the model cannot fit in the memory budget
+BUSY = 503
+
+__all__ = ["Lease", "LoadedInfo", "Scheduler", "load_engine"]
 
 
 def load_engine(path: Path, num_ctx: int) -> Engine:
     return Engine.load(path, num_ctx=num_ctx)
-
-
-@dataclass(frozen=True)
-class LoadKey:
-    digest: str
-    num_ctx: int
-
-
-@dataclass(eq=False)
-class LoadedModel:
-    key: LoadKey
-    path: Path
-    engine: Engine
-    slots: asyncio.Semaphore
-    idle_sessions: list[Session] = field(default_factory=list)
-    refs: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    expires_at: float | None = None  # wall-clock seconds; None while in use or forever
-    timer: asyncio.TimerHandle | None = None
-    stale: bool = False  # its model was deleted: unload when the last user leaves
-
-    def take_session(self) -> Session:
-        return self.idle_sessions.pop() if self.idle_sessions else self.engine.new_session()
-
-    def cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.expires_at = None
-
-
-@dataclass(frozen=True)
-class Lease:
-    """What a request holds while it generates: the engine, a session, the load time."""
-
-    engine: Engine
-    session: Session
-    load_duration_ns: int
 
 
 class Scheduler:
@@ -81,127 +53,250 @@ class Scheduler:
         default_keep_alive: float,
         max_loaded: int = 1,
         num_parallel: int = 1,
+        max_memory: int | None = None,  # bytes; None: no limit
+        max_queue: int = DEFAULT_MAX_QUEUE,
         loader: Loader = load_engine,
+        estimator: Estimator = estimate_model_bytes,
     ) -> None:
         self.default_keep_alive = default_keep_alive
         self.max_loaded = max_loaded
         self.num_parallel = num_parallel
+        self.max_memory = max_memory
+        self.max_queue = max_queue
         self._loader = loader
+        self._estimator = estimator
         self._loaded: dict[LoadKey, LoadedModel] = {}
         self._load_lock = asyncio.Lock()
-        self._released = asyncio.Event()
+        self._released = asyncio.Event()  # replaced by a fresh one at every release
+        self._waiting = 0
+        self._closing = False
 
     # ----- public -------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def use(
-        self, path: Path, digest: str, num_ctx: int, keep_alive: float | None = None
+        self,
+        path: Path,
+        digest: str,
+        num_ctx: int,
+        keep_alive: float | None = None,
+        *,
+        name: str = "",
     ) -> AsyncIterator[Lease]:
-        """Hold the model for one request: load or reuse it, take a slot and a session."""
+        """Hold the model for one request: load or reuse it, wait for a slot, run."""
         started = time.perf_counter_ns()
-        model = await self._acquire(LoadKey(digest, num_ctx), path)
+        key = LoadKey(digest, num_ctx)
+        with self._queued(key, name or path.name):
+            model = await self._acquire(key, path, name or path.name, keep_alive)
+            try:
+                if self._closing:
+                    raise _shutting_down()
+                slot = await model.pool.take()
+            except BaseException:
+                self._release(model)
+                raise
         try:
-            load_ns = time.perf_counter_ns() - started
-            async with model.slots:
-                session = model.take_session()
-                try:
-                    yield Lease(model.engine, session, load_ns)
-                finally:
-                    model.idle_sessions.append(session)
+            yield Lease(model.engine, slot, time.perf_counter_ns() - started)
         finally:
-            self._release(model, keep_alive)
+            model.pool.give(slot)
+            self._release(model)
 
     async def preload(
-        self, path: Path, digest: str, num_ctx: int, keep_alive: float | None = None
+        self,
+        path: Path,
+        digest: str,
+        num_ctx: int,
+        keep_alive: float | None = None,
+        *,
+        name: str = "",
     ) -> int:
-        """Load (or keep) a model without generating; returns the load time in ns."""
+        """Load (or keep) a model without generating; returns the time it took in ns."""
         started = time.perf_counter_ns()
-        model = await self._acquire(LoadKey(digest, num_ctx), path)
-        self._release(model, keep_alive)
+        key = LoadKey(digest, num_ctx)
+        with self._queued(key, name or path.name, needs_slot=False):
+            model = await self._acquire(key, path, name or path.name, keep_alive)
+        self._release(model)
         return time.perf_counter_ns() - started
 
     def unload(self, digest: str) -> None:
-        """Unload every copy of a blob (its model was deleted); busy ones when released."""
+        """Unload every copy of a blob now; copies in use when their last request ends."""
         for model in list(self._loaded.values()):
             if model.key.digest == digest:
                 model.stale = True
                 if model.refs == 0:
                     self._unload(model)
 
-    def loaded(self) -> list[LoadedModel]:
-        return list(self._loaded.values())
+    def loaded(self) -> list[LoadedInfo]:
+        """What is in memory, most recently used first (for /api/ps)."""
+        models = sorted(self._loaded.values(), key=lambda m: m.last_used, reverse=True)
+        return [m.info() for m in models]
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued: waiting for a load, for room in memory or for a slot."""
+        return self._waiting
+
+    def shutdown(self) -> None:
+        """Refuse new requests and fail the queued ones (the daemon is stopping)."""
+        self._closing = True
+        error = _shutting_down()
+        for model in self._loaded.values():
+            model.pool.fail_waiters(error)
+        self._wake()
 
     async def close(self) -> None:
-        """Unload everything (the daemon is stopping)."""
+        """Unload everything (the daemon has stopped serving)."""
+        self.shutdown()
         for model in list(self._loaded.values()):
             self._unload(model)
 
-    # ----- internals ----------------------------------------------------------
+    # ----- the queue ----------------------------------------------------------
 
-    async def _acquire(self, key: LoadKey, path: Path) -> LoadedModel:
-        """Reserve the model (loading it if needed) in a task the request cannot cancel.
+    @contextlib.contextmanager
+    def _queued(self, key: LoadKey, name: str, needs_slot: bool = True) -> Iterator[None]:
+        """Count the request as waiting unless its model is loaded (with a slot free)."""
+        if self._closing:
+            raise _shutting_down()
+        model = self._loaded.get(key)
+        if model is not None and (model.pool.available or not needs_slot):
+            yield
+            return
+        if self._waiting >= self.max_queue:
+            raise RequestError(
+                "server busy: the queue of waiting requests is full "
+                f"(CORRAL_MAX_QUEUE={self.max_queue}); try again later",
+                BUSY,
+            )
+        self._waiting += 1
+        log.info("%s: request queued (%d waiting)", name, self._waiting)
+        try:
+            yield
+        finally:
+            self._waiting -= 1
 
-        A load thread cannot be stopped; if the request goes away mid-load,
-        the load still finishes under the lock (loads never overlap) and the
-        model stays for keep_alive, ready for the next request.
-        """
-        job = asyncio.ensure_future(self._reserve(key, path))
+    # ----- loading ------------------------------------------------------------
+
+    async def _acquire(
+        self, key: LoadKey, path: Path, name: str, keep_alive: float | None
+    ) -> LoadedModel:
+        """Hold the model (refs + 1), loading it first if it is not in memory."""
+        seconds = self.default_keep_alive if keep_alive is None else keep_alive
+        while (model := self._loaded.get(key)) is None:
+            await self._load_lock.acquire()  # waiting here (and for room) is cancellable
+            job: asyncio.Future[LoadedModel] | None = None
+            try:
+                if self._closing:
+                    raise _shutting_down()
+                if key in self._loaded:
+                    continue
+                size = await asyncio.to_thread(
+                    self._estimator, path, key.num_ctx, self.num_parallel
+                )
+                self._check_fits(size, name, key)
+                await self._make_room(size)
+                job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size))
+            finally:
+                if job is None:
+                    self._load_lock.release()
+            return self._take_over(await self._await_load(job), name, seconds)
+        model.refs += 1
+        return self._take_over(model, name, seconds)
+
+    async def _load_then_unlock(
+        self, key: LoadKey, path: Path, name: str, size: int
+    ) -> LoadedModel:
+        """Load in a worker thread; the new model starts held once, for its requester."""
+        try:
+            log.info("loading %s (num_ctx=%d, about %s)", name, key.num_ctx, human_size(size))
+            engine = await asyncio.to_thread(self._loader, path, key.num_ctx)
+            pool = SlotPool(self.num_parallel)
+            model = LoadedModel(key, path, name, engine, size, pool, self.default_keep_alive)
+            model.refs = 1
+            self._loaded[key] = model
+            return model
+        finally:
+            self._load_lock.release()
+
+    async def _await_load(self, job: asyncio.Future[LoadedModel]) -> LoadedModel:
+        """A load thread cannot be stopped: if the request goes away mid-load, the load
+        still finishes (holding the lock: loads never overlap) and the model stays for
+        the default keep_alive, ready for the next request."""
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
-            job.add_done_callback(self._release_abandoned)
+            job.add_done_callback(self._abandon)
             raise
 
-    def _release_abandoned(self, job: asyncio.Future[LoadedModel]) -> None:
+    def _abandon(self, job: asyncio.Future[LoadedModel]) -> None:
         if not job.cancelled() and job.exception() is None:
-            self._release(job.result(), None)
+            self._release(job.result())
 
-    async def _reserve(self, key: LoadKey, path: Path) -> LoadedModel:
-        async with self._load_lock:
-            model = self._loaded.get(key)
-            if model is None:
-                await self._make_room()
-                log.info("loading %s (num_ctx=%d)", path, key.num_ctx)
-                engine = await asyncio.to_thread(self._loader, path, key.num_ctx)
-                model = LoadedModel(key, path, engine, asyncio.Semaphore(self.num_parallel))
-                self._loaded[key] = model
-            model.refs += 1
-            model.cancel_timer()
-            return model
+    def _take_over(self, model: LoadedModel, name: str, keep_alive: float) -> LoadedModel:
+        """The latest request names the model and sets how long it stays once idle."""
+        model.name = name
+        model.keep_alive = keep_alive
+        model.stale = False
+        model.cancel_timer()
+        return model
 
-    async def _make_room(self) -> None:
-        while len(self._loaded) >= self.max_loaded:
+    def _check_fits(self, size: int, name: str, key: LoadKey) -> None:
+        if self.max_memory is not None and size > self.max_memory:
+            raise RequestError(
+                f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx}, "
+                f"more than CORRAL_MAX_MEMORY allows ({human_size(self.max_memory)}): "
+                "use a smaller num_ctx or raise CORRAL_MAX_MEMORY",
+                TOO_LARGE,
+            )
+
+    async def _make_room(self, size: int) -> None:
+        """Unload idle models (least recently used first) until `size` more bytes fit."""
+        while self._crowded(size):
+            if self._closing:
+                raise _shutting_down()
             idle = [m for m in self._loaded.values() if m.refs == 0]
             if idle:
                 self._unload(min(idle, key=lambda m: m.last_used))
                 continue
-            released = self._released  # set by the next release
-            await released.wait()
+            await self._released.wait()  # a busy model will be released
 
-    def _release(self, model: LoadedModel, keep_alive: float | None) -> None:
+    def _crowded(self, size: int) -> bool:
+        if len(self._loaded) >= self.max_loaded:
+            return True
+        used = sum(m.size for m in self._loaded.values())
+        return self.max_memory is not None and used + size > self.max_memory
+
+    # ----- releasing ----------------------------------------------------------
+
+    def _release(self, model: LoadedModel) -> None:
         model.refs -= 1
         model.last_used = time.monotonic()
-        self._released.set()
-        self._released = asyncio.Event()
+        self._wake()
         if model.refs > 0 or self._loaded.get(model.key) is not model:
             return
-        seconds = self.default_keep_alive if keep_alive is None else keep_alive
-        if seconds <= 0 or model.stale:
+        if model.keep_alive <= 0 or model.stale or self._closing:
             self._unload(model)
-        elif not math.isinf(seconds):
+        elif not math.isinf(model.keep_alive):
             loop = asyncio.get_running_loop()
-            model.timer = loop.call_later(seconds, self._expire, model)
-            model.expires_at = time.time() + seconds
+            model.timer = loop.call_later(model.keep_alive, self._expire, model)
+            model.expires_at = time.time() + model.keep_alive
+
+    def _wake(self) -> None:
+        self._released.set()
+        self._released = asyncio.Event()
 
     def _expire(self, model: LoadedModel) -> None:
         model.timer = None
         if model.refs == 0 and self._loaded.get(model.key) is model:
-            log.info("keep_alive expired for %s", model.path)
+            log.info("keep_alive expired for %s", model.name)
             self._unload(model)
 
     def _unload(self, model: LoadedModel) -> None:
         model.cancel_timer()
         if self._loaded.get(model.key) is model:
             del self._loaded[model.key]
-            log.info("unloaded %s", model.path)
-        model.idle_sessions.clear()
+            log.info("unloaded %s", model.name)
+        self._wake()
+
+
+def _shutting_down() -> RequestError:
+    return RequestError("corral is shutting down; try again when it is back", BUSY)

@@ -2,10 +2,12 @@
 
 The Unix socket lives in a folder created 0700 and is itself 0600, so only
 the user can talk to the daemon. A lock file beside the socket makes a
-second daemon on the same socket refuse to start; a socket file left by a
+second daemon on the same socket refuse to start, and the home's lock
+(service.py) a second daemon on the same home; a socket file left by a
 crashed daemon (nothing answers on it) is replaced. On shutdown the daemon
-stops accepting, cancels running work within a few seconds, unloads its
-models and removes the socket. Logs go to stderr.
+stops accepting, refuses queued requests, cancels running work within a few
+seconds, unloads its models and removes the socket and its pid file. Logs go
+to stderr. `corral serve --stop` stops a running daemon (service.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import fcntl
 import logging
 import os
 import signal
-import socket
 import stat
 import sys
 from collections.abc import Iterator
@@ -24,17 +25,27 @@ from pathlib import Path
 
 from aiohttp import web
 
+from corral.client.api import default_home, default_socket_path
 from corral.daemon.app import create_app
 from corral.daemon.config import SETTINGS, ConfigError, DaemonConfig
+from corral.daemon.service import ServeError, answers, claim_home, stop_daemon
 
 log = logging.getLogger("corral.daemon")
 
 SHUTDOWN_TIMEOUT = 5.0  # seconds running requests get to finish once cancelled
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+USAGE = """Usage: corral serve [--stop]
 
+Run the corral daemon in the foreground: it serves the Ollama API on a Unix
+socket (and on TCP with CORRAL_HOST), logs to stderr, and stops cleanly on
+SIGTERM or Ctrl+C.
 
-class ServeError(Exception):
-    """The daemon cannot start; the message says why and what to do."""
+Options:
+  --stop      stop the running daemon (of CORRAL_HOME / CORRAL_SOCKET) and wait until it is gone
+  -h, --help  show this message and the settings
+
+Settings (environment variables):
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     if args in (["--help"], ["-h"]):
         print(usage())
         return 0
+    if args == ["--stop"]:
+        return _stop()
+    if args:
+        print(
+            f"Error: unknown argument '{args[0]}'; `corral serve --help` lists them",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = DaemonConfig.from_env()
     except ConfigError as e:
@@ -63,13 +82,23 @@ def main(argv: list[str] | None = None) -> int:
 def usage() -> str:
     rows = [f"  {s.env:<26} {s.default:<32} {s.meaning}" for s in SETTINGS]
     header = f"  {'VARIABLE':<26} {'DEFAULT':<32} MEANING"
-    return "Run the corral daemon in the foreground.\n\nSettings:\n" + "\n".join([header, *rows])
+    return USAGE + "\n".join([header, *rows])
+
+
+def _stop() -> int:
+    try:
+        print(stop_daemon(default_home(), default_socket_path()), file=sys.stderr)
+    except ServeError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def serve(config: DaemonConfig) -> None:
     """Serve until SIGTERM/SIGINT, then shut down cleanly."""
     path = config.socket_path
-    with claim_socket(path):
+    with claim_socket(path), claim_home(config.home):
+        log.info("corral daemon, pid %d", os.getpid())
         runner = web.AppRunner(
             create_app(config), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
@@ -78,8 +107,7 @@ async def serve(config: DaemonConfig) -> None:
         try:
             inode = await _start_unix_site(runner, path)
             if config.host:
-                await web.TCPSite(runner, *config.host).start()
-                log.info("listening on http://%s:%d", *config.host)
+                await _start_tcp_site(runner, config)
             log.info("listening on %s", path)
             await _until_signalled()
             log.info("shutting down")
@@ -87,6 +115,20 @@ async def serve(config: DaemonConfig) -> None:
             await runner.cleanup()
             _remove_socket(path, inode)
         log.info("stopped")
+
+
+async def _start_tcp_site(runner: web.AppRunner, config: DaemonConfig) -> None:
+    assert config.host is not None
+    host, port = config.host
+    try:
+        await web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT).start()
+    except OSError as e:
+        raise ServeError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); is another server using it? "
+            "Change CORRAL_HOST"
+        ) from None
+    token = " (API token required)" if config.api_token else ""
+    log.info("listening on http://%s:%d%s", host, port, token)
 
 
 async def _start_unix_site(runner: web.AppRunner, path: Path) -> int:
@@ -145,20 +187,10 @@ def _clear_stale_socket(path: Path) -> None:
         return
     if not stat.S_ISSOCK(mode):
         raise ServeError(f"{path} exists and is not a socket; move it away or set CORRAL_SOCKET")
-    if _answers(path):
+    if answers(path):
         raise ServeError(f"another corral daemon is already serving {path}")
     log.info("removing stale socket %s", path)
     path.unlink(missing_ok=True)
-
-
-def _answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1.0)
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def _remove_socket(path: Path, inode: int | None) -> None:

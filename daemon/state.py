@@ -48,6 +48,7 @@ class DaemonState:
 
     def cancel_all(self) -> None:
         self.stopping = True
+        self.scheduler.shutdown()  # queued requests are refused, running ones cancelled here
         for cancel in list(self.cancels):
             cancel.set()
 

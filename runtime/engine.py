@@ -25,6 +25,7 @@ import numpy as np
 
 from corral.runtime.arch import architecture
 from corral.runtime.arch.llama import Llama
+from corral.runtime.arch.ops import rms_norm
 from corral.runtime.chat_template import ChatTemplate
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.kv_cache import ContextFull, KVCache
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 512  # tokens per batched prompt pass; bounds attention-score memory
 DEFAULT_NUM_CTX = 4096
+# llama.cpp's `<arch>.pooling_type` (enum llama_pooling_type) -> how `embed` pools.
+# A decoder model has none: llama.cpp then gives per-token embeddings and Ollama
+# answers with the last token's, so "none" (and an absent key) pools the last token.
+POOLINGS: dict[int, str] = {0: "last", 1: "mean", 2: "first", 3: "last"}
+POOL_ROWS: dict[str, slice] = {"last": slice(-1, None), "first": slice(0, 1), "mean": slice(None)}
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,14 @@ class Engine:
         template: ChatTemplate,
         info: ModelInfo,
         num_ctx: int,
+        pooling: str = "last",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
         self.info = info
         self.num_ctx = num_ctx
+        self.pooling = pooling  # how `embed` pools token states: "last", "mean" or "first"
 
     @classmethod
     def load(cls, path: str | Path, num_ctx: int | None = None) -> Engine:
@@ -102,9 +110,10 @@ class Engine:
                 bos_token=_token_text(tokenizer, tokenizer.bos_id),
                 eos_token=_token_text(tokenizer, tokenizer.eos_id),
             )
+            pooling_type = int(gguf.metadata.get(f"{info.architecture}.pooling_type", 0))
         n_ctx = min(num_ctx or DEFAULT_NUM_CTX, info.context_length)
         log.info("loaded %s in %.2fs", path, time.perf_counter() - started)
-        return cls(model, tokenizer, template, info, n_ctx)
+        return cls(model, tokenizer, template, info, n_ctx, POOLINGS.get(pooling_type, "last"))
 
     def new_session(self, num_ctx: int | None = None) -> Session:
         return Session(self.model, num_ctx or self.num_ctx)
@@ -113,6 +122,32 @@ class Engine:
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
     ) -> str:
         return self.template.render(messages, add_generation_prompt=add_generation_prompt)
+
+    # ----- embeddings ----------------------------------------------------
+
+    def embed(self, tokens: Sequence[int]) -> np.ndarray:
+        """One embedding (d_model,) float32 for `tokens`: the final-normed hidden states
+        (what the output layer reads) pooled as `self.pooling` says. Not normalised.
+
+        Runs in a cache of its own, so no session is touched.
+        """
+        if not tokens:
+            raise ValueError("nothing to embed: the input has no tokens")
+        if len(tokens) > self.num_ctx:
+            raise ContextFull(
+                f"the input is {len(tokens)} tokens, more than the context window of "
+                f"{self.num_ctx}: shorten it or raise num_ctx"
+            )
+        cache = self.model.new_cache(len(tokens))
+        states = np.concatenate(
+            [
+                self.model.hidden(np.array(tokens[i : i + PREFILL_CHUNK]), cache)  # (t, d)
+                for i in range(0, len(tokens), PREFILL_CHUNK)
+            ]
+        )  # (T, d)
+        pooled = states[POOL_ROWS[self.pooling]]  # (N, d)
+        normed = rms_norm(pooled, self.model.weights.out_norm, self.model.config.rms_eps)
+        return normed.mean(axis=0, dtype=np.float32)  # (d,): mean of the normed states
 
     # ----- generation ----------------------------------------------------
 

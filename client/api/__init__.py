@@ -8,6 +8,9 @@ sides must agree. This package imports nothing of corral outside itself.
 
     codec.py      Wire base class, WireError, the type-checked JSON codec
     bodies.py     the request and response dataclasses, Options
+    models.py     /api/copy and /api/ps
+    embedding.py  /api/embed and /api/embeddings
+    openai_bodies.py  the OpenAI-compatible /v1 bodies (imported as a module)
     values.py     durations (keep_alive) and timestamps
     locations.py  CORRAL_HOME, the default socket path, CORRAL_HOST parsing
 """
@@ -31,9 +34,16 @@ from corral.client.api.bodies import (
     ShowResponse,
     VersionResponse,
 )
-from corral.client.api.codec import Wire, WireError, wire
+from corral.client.api.codec import Wire, WireError, nullable, wire
+from corral.client.api.embedding import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    EmbedResponse,
+)
 from corral.client.api.locations import (
     APP_NAME,
+    ENV_API_TOKEN,
     ENV_HOME,
     ENV_HOST,
     ENV_KEEP_ALIVE,
@@ -43,10 +53,12 @@ from corral.client.api.locations import (
     default_socket_path,
     parse_host,
 )
+from corral.client.api.models import CopyRequest, ProcessModelResponse, ProcessResponse
 from corral.client.api.values import format_time, now_rfc3339, parse_duration, parse_time
 
 __all__ = [
     "APP_NAME",
+    "ENV_API_TOKEN",
     "ENV_HOME",
     "ENV_HOST",
     "ENV_KEEP_ALIVE",
@@ -54,7 +66,12 @@ __all__ = [
     "SOCKET_NAME",
     "ChatRequest",
     "ChatResponse",
+    "CopyRequest",
     "DeleteRequest",
+    "EmbedRequest",
+    "EmbedResponse",
+    "EmbeddingsRequest",
+    "EmbeddingsResponse",
     "ErrorResponse",
     "GenerateRequest",
     "GenerateResponse",
@@ -64,6 +81,8 @@ __all__ = [
     "Metrics",
     "ModelDetails",
     "Options",
+    "ProcessModelResponse",
+    "ProcessResponse",
     "ProgressResponse",
     "PullRequest",
     "ShowRequest",
@@ -75,6 +94,7 @@ __all__ = [
     "default_socket_path",
     "format_time",
     "now_rfc3339",
+    "nullable",
     "parse_duration",
     "parse_host",
     "parse_time",

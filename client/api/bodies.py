@@ -141,6 +141,9 @@ class Metrics(Wire):
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
+    # The whole prompt's length (prompt_eval_count leaves out a prefix reused from the
+    # KV cache). Not sent: the daemon's OpenAI-compatible API reports it as usage.
+    prompt_tokens: int | None = field(default=None, metadata={"wire": False})
 
 
 @wire

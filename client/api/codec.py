@@ -3,6 +3,8 @@
 `Wire.from_json` checks every field's JSON type against the dataclass's type
 hints and raises `WireError` naming the field (the daemon answers 400).
 Unknown fields are ignored, as Ollama does; `null` means "absent", as in Go.
+A field declared with `nullable()` is sent as `null` when None (OpenAI's
+bodies have such fields) instead of being left out.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ _EXPECTED: dict[Any, str] = {
     bool: "a boolean",
     dict: "an object",
 }
+_PLURAL: dict[Any, str] = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
 
 
 def _kind(value: Any) -> str:
@@ -64,6 +67,26 @@ def _decode_scalar(hint: type, value: Any, path: str) -> Any:
     return value
 
 
+def _describe(hint: Any) -> str:
+    """What JSON a type hint wants, for error messages: "an array of strings"."""
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        return f"an array of {_PLURAL[item]}" if item in _PLURAL else "an array"
+    if isinstance(hint, type) and issubclass(hint, Wire):
+        return "an object"
+    return _EXPECTED.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _container_of(hint: Any, value: Any) -> bool:
+    """Whether `value` is the JSON container `hint` wants (its contents may still be wrong)."""
+    if isinstance(value, list):
+        return typing.get_origin(hint) is tuple
+    wants_object = typing.get_origin(hint) is dict or (
+        isinstance(hint, type) and issubclass(hint, Wire)
+    )
+    return isinstance(value, dict) and wants_object
+
+
 def _decode(hint: Any, value: Any, path: str) -> Any:
     """Check `value` (parsed JSON) against the type hint `hint` and convert it."""
     origin = typing.get_origin(hint)
@@ -73,13 +96,16 @@ def _decode(hint: Any, value: Any, path: str) -> Any:
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(options) == 1:  # X | None: None was handled by the caller
             return _decode(options[0], value, path)
+        failures: list[tuple[Any, WireError]] = []
         for option in options:
             try:
                 return _decode(option, value, path)
-            except WireError:
-                continue
-        expected = " or ".join(_EXPECTED.get(o, getattr(o, "__name__", str(o))) for o in options)
-        raise _fail(path, expected, value)
+            except WireError as e:
+                failures.append((option, e))
+        for option, error in failures:  # the right kind, wrong inside: say where
+            if _container_of(option, value):
+                raise error
+        raise _fail(path, " or ".join(_describe(o) for o in options), value)
     if origin is tuple:
         if not isinstance(value, list):
             raise _fail(path, "an array", value)
@@ -110,11 +136,11 @@ class Wire:
     _ALIASES: ClassVar[Mapping[str, str]] = {}  # deprecated JSON name -> field name
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object, leaving out fields that are None."""
+        """The JSON object, leaving out fields that are None (unless `nullable()`)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if value is not None and f.metadata.get("wire", True):
+            if (value is not None or f.metadata.get("null")) and f.metadata.get("wire", True):
                 out[f.name] = _encode(value)
         return out
 
@@ -154,3 +180,8 @@ class Wire:
 
 wire = dataclass(frozen=True, kw_only=True)
 """The decorator of every wire type: frozen, keyword-only fields."""
+
+
+def nullable() -> Any:
+    """A field that defaults to None and is sent as `null` rather than left out."""
+    return dataclasses.field(default=None, metadata={"null": True})

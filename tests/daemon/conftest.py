@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,34 @@ def tiny(daemon: Daemon, tiny_gguf: Path) -> str:
     """The tiny model pulled into the module's daemon from its local file; its name."""
     final = daemon.client.pull(str(tiny_gguf), stream=False)
     assert final.status == "success"
+    return TINY_NAME
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tcp_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon that also listens on loopback TCP (CORRAL_HOST), for Ollama's and
+    OpenAI's own clients; its address is `daemon.env["CORRAL_HOST"]`."""
+    host = f"127.0.0.1:{free_port()}"
+    with Daemon.start_in(tmp_path_factory.mktemp("home"), CORRAL_HOST=host) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def base_url(tcp_daemon: Daemon) -> str:
+    return f"http://{tcp_daemon.env['CORRAL_HOST']}"
+
+
+@pytest.fixture(scope="module")
+def tcp_tiny(tcp_daemon: Daemon, tiny_gguf: Path) -> str:
+    """The tiny model pulled into the TCP daemon; its name."""
+    assert tcp_daemon.client.pull(str(tiny_gguf), stream=False).status == "success"
     return TINY_NAME
 
 

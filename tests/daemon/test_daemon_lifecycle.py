@@ -209,10 +209,8 @@ def test_corral_host_adds_a_loopback_tcp_listener(tmp_path: Path) -> None:
         assert over_tcp.list().models == ()
 
 
-def test_a_non_loopback_host_is_refused_until_tokens_exist(
-    socket_dir: Path, tmp_path: Path
-) -> None:
+def test_a_non_loopback_host_is_refused_without_a_token(socket_dir: Path, tmp_path: Path) -> None:
     env = daemon_env(tmp_path, socket_dir / "s.sock", CORRAL_HOST="0.0.0.0:11434")
     result = serve_once(env)
     assert result.returncode == 2
-    assert "only loopback addresses are allowed" in result.stderr
+    assert "set CORRAL_API_TOKEN" in result.stderr

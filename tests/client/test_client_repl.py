@@ -1,0 +1,133 @@
+"""`corral run NAME` on a pseudo-terminal: \"\"\" blocks and the slash commands, for real."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serving import Daemon, Terminal
+
+
+@pytest.fixture
+def chat(daemon: Daemon, tiny: str) -> Iterator[Terminal]:
+    """A chat with the tiny model, at its first prompt."""
+    session = Terminal(["run", tiny], daemon.env)
+    try:
+        session.read_until(">>> ")
+        yield session
+    finally:
+        if session.process.poll() is None:
+            session.process.kill()
+            session.process.wait()
+        with contextlib.suppress(OSError):  # test_bye_leaves closed it already
+            os.close(session.master)
+
+
+def prompt_tokens(daemon: Daemon) -> list[int]:
+    return [int(n) for n in re.findall(r"generating from (\d+) prompt tokens", daemon.log())]
+
+
+def ask(session: Terminal, daemon: Daemon, text: str) -> int:
+    """Send one line, wait for the answer; the prompt's token count the daemon logged."""
+    before = len(prompt_tokens(daemon))
+    session.type(text)
+    session.read_until(">>> ")
+    daemon.wait_for_log("generating from", before + 1)
+    return prompt_tokens(daemon)[before]
+
+
+def command(session: Terminal, text: str) -> str:
+    session.type(text)
+    return session.read_until(">>> ")
+
+
+def test_a_triple_quoted_block_is_one_message(chat: Terminal, daemon: Daemon) -> None:
+    one_line = ask(chat, daemon, "x")
+    command(chat, "/clear")
+    before = len(prompt_tokens(daemon))
+    chat.type('"""x')
+    chat.read_until("... ")
+    chat.type("y")
+    chat.read_until("... ")
+    chat.type('z"""')
+    chat.read_until(">>> ")
+    daemon.wait_for_log("generating from", before + 1)
+    # "x\ny\nz" is four byte tokens more than "x", and no fence reached the model
+    assert prompt_tokens(daemon)[before] == one_line + 4
+
+
+def test_set_parameter_applies_to_the_next_answers(chat: Terminal, daemon: Daemon) -> None:
+    assert "Set parameter 'temperature' to '0'" in command(chat, "/set parameter temperature 0")
+    assert "Set parameter 'num_predict' to '2'" in command(chat, "/set parameter num_predict 2")
+    ended = daemon.log().count("after 2 tokens")
+    ask(chat, daemon, "Tell me a story")
+    daemon.wait_for_log("generation ended (length) after 2 tokens", ended + 1)
+    shown = command(chat, "/show parameters")
+    assert "User defined parameters:" in shown and "num_predict" in shown
+    assert "Unknown parameter 'bogus'" in command(chat, "/set parameter bogus 1")
+    assert "Couldn't set parameter: field 'top_k' must be an integer, got a string" in command(
+        chat, "/set parameter top_k hot"
+    )
+    assert "Available Parameters:" in command(chat, "/set parameter")
+
+
+def test_set_system_changes_the_prompt(chat: Terminal, daemon: Daemon) -> None:
+    plain = ask(chat, daemon, "hi")
+    command(chat, "/clear")
+    assert "No system message was specified" in command(chat, "/show system")
+    assert "Set system message." in command(chat, "/set system Talk like a pirate.")
+    assert "Talk like a pirate." in command(chat, "/show system")
+    assert ask(chat, daemon, "hi") > plain
+    chat.type('/set system """Two')
+    chat.read_until("... ")
+    chat.type('lines"""')
+    assert "Set system message." in chat.read_until(">>> ")
+    assert "Two\r\nlines" in command(chat, "/show system")
+
+
+def test_show_prints_each_part_of_the_model(chat: Terminal) -> None:
+    assert "architecture" in command(chat, "/show info")
+    assert "<|im_start|>" in command(chat, "/show template")
+    assert "architecture: llama" in command(chat, "/show modelfile")
+    assert "No license was specified for this model." in command(chat, "/show license")
+    assert "/show template" in command(chat, "/show")
+    assert "/set parameter" in command(chat, "/? set")
+    assert '"""' in command(chat, "/?")
+
+
+def test_load_switches_models_and_refuses_unknown_ones(
+    chat: Terminal, daemon: Daemon, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.gguf"
+    other.write_bytes(tiny_gguf.read_bytes())
+    daemon.client.pull(str(other), stream=False)
+    missing = command(chat, "/load nope")
+    assert "Error: model 'nope' not found" in missing
+    assert "Loading model 'other'" in command(chat, "/load other")
+    before = daemon.log().count("other:latest: generating from")
+    chat.type("hello")
+    chat.read_until(">>> ")
+    daemon.wait_for_log("other:latest: generating from", before + 1)
+
+
+def test_save_makes_a_model_or_says_it_cannot_yet(chat: Terminal, daemon: Daemon) -> None:
+    ask(chat, daemon, "remember this")
+    answer = command(chat, "/save keeper")
+    if "Created new model 'keeper'" in answer:
+        assert "keeper:latest" in {m.name for m in daemon.client.list().models}
+    else:
+        assert (
+            "Error: /save needs the daemon's /api/create, which this corral does not have yet"
+            in (answer)
+        )
+    assert "Usage:" in command(chat, "/save")
+
+
+def test_bye_leaves(chat: Terminal) -> None:
+    chat.type("/bye")
+    assert chat.close() == 0

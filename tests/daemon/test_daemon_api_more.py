@@ -1,0 +1,149 @@
+"""/api/embed, /api/embeddings, /api/ps, /api/copy, /api/blobs and generate's `context`,
+through corral's own Client on the Unix socket, and the bad input each can get."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from corral.client.http import ResponseError
+from serving import Daemon
+
+GREEDY = {"temperature": 0, "num_predict": 5}
+
+
+def error_of(body: bytes) -> str:
+    payload = json.loads(body)
+    assert set(payload) == {"error"} and "\n" not in payload["error"]
+    return payload["error"]
+
+
+def leftovers(home: Path) -> list[str]:
+    """Temporary files in the blob store (an upload that failed must leave none)."""
+    return [p.name for p in (home / "blobs").iterdir() if p.name.startswith("tmp-")]
+
+
+def test_embed_and_embeddings(daemon: Daemon, tiny: str) -> None:
+    batch = daemon.client.embed(tiny, ["alpha", "beta"])
+    assert len(batch.embeddings) == 2 and batch.model == tiny
+    for vector in batch.embeddings:
+        assert len(vector) == 64 and math.hypot(*vector) == pytest.approx(1, abs=1e-5)
+    assert batch.prompt_eval_count and batch.load_duration is not None
+    raw = daemon.client.embeddings(tiny, "alpha").embedding
+    length = math.hypot(*raw)
+    assert [x / length for x in raw] == pytest.approx(batch.embeddings[0], abs=1e-5)
+
+
+def test_empty_embed_input_loads_the_model(daemon: Daemon, tiny: str) -> None:
+    daemon.client.generate(tiny, "", keep_alive=0, stream=False)  # start unloaded
+    assert daemon.client.embed(tiny, []).embeddings == ()
+    assert tiny in {m.name for m in daemon.client.ps().models}
+    assert daemon.client.embeddings(tiny, "").embedding == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"input": ["ok", 5]}, "field 'input[1]' must be a string, got a number"),
+        ({"input": {"a": 1}}, "field 'input' must be a string or an array of strings"),
+        ({"input": ["ok", ""]}, "input 1 is empty: there is nothing to embed"),
+        ({"input": "x", "dimensions": 0}, "'dimensions' must be 1 or more, got 0"),
+        ({"input": "x", "keep_alive": "soon"}, "invalid duration 'soon'"),
+    ],
+)
+def test_bad_embed_requests_are_400(daemon: Daemon, tiny: str, body: dict, message: str) -> None:
+    status, answer, _ = daemon.raw("POST", "/api/embed", json.dumps({"model": tiny, **body}))
+    assert status == 400
+    assert error_of(answer).startswith(message)
+
+
+def test_embed_of_an_unknown_model_is_404(daemon: Daemon) -> None:
+    for path in ("/api/embed", "/api/embeddings"):
+        status, body, _ = daemon.raw("POST", path, json.dumps({"model": "nope", "input": "x"}))
+        assert status == 404 and "not found" in error_of(body)
+
+
+def test_generate_context_round_trip(daemon: Daemon, tiny: str) -> None:
+    first = daemon.client.generate(tiny, "One", options=GREEDY, stream=False)
+    assert first.context and all(isinstance(t, int) for t in first.context)
+    second = daemon.client.generate(
+        tiny, "Two", context=first.context, options=GREEDY, stream=False
+    )
+    assert second.context[: len(first.context)] == first.context
+    # the conversation so far was in the KV cache: only the new turn was evaluated
+    assert second.prompt_eval_count < len(second.context) - len(first.context)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"context": [1, 99999]}, "'context' holds token 99999, not in this model's vocabulary"),
+        ({"context": [-1]}, "'context' holds token -1"),
+        ({"context": [1], "raw": True}, "raw mode does not support 'context'"),
+        ({"context": ["a"]}, "field 'context[0]' must be an integer"),
+        ({"suffix": "tail"}, "fill-in-the-middle ('suffix') is not supported"),
+    ],
+)
+def test_bad_generate_context_is_400(daemon: Daemon, tiny: str, extra: dict, message: str) -> None:
+    body = {"model": tiny, "prompt": "Hi", "stream": False, **extra}
+    status, answer, _ = daemon.raw("POST", "/api/generate", json.dumps(body))
+    assert status == 400
+    assert error_of(answer).startswith(message)
+
+
+def test_ps_lists_loaded_models_only(daemon: Daemon, tiny: str) -> None:
+    daemon.client.generate(tiny, "", keep_alive=0, stream=False)
+    assert tiny not in {m.name for m in daemon.client.ps().models}
+    daemon.client.generate(tiny, "", keep_alive="1h", stream=False)
+    (entry,) = [m for m in daemon.client.ps().models if m.name == tiny]
+    assert entry.size_vram == 0 and entry.size > 0 and entry.context_length == 256
+    assert entry.details.format == "gguf" and entry.expires_at
+
+
+def test_copy_and_its_errors(daemon: Daemon, tiny: str) -> None:
+    daemon.client.copy(tiny, "copied:v2")
+    assert {"copied:v2", tiny} <= {m.name for m in daemon.client.list().models}
+    daemon.client.delete("copied:v2")
+    with pytest.raises(ResponseError) as missing:
+        daemon.client.copy("absent", "whatever")
+    assert missing.value.status == 404
+    with pytest.raises(ResponseError) as invalid:
+        daemon.client.copy(tiny, "../escape")
+    assert invalid.value.status == 400 and invalid.value.message.startswith("invalid model name")
+    status, body, _ = daemon.raw("POST", "/api/copy", json.dumps({"source": 5}))
+    assert status == 400 and error_of(body) == "field 'source' must be a string, got a number"
+
+
+def test_push_blob_uploads_once(daemon: Daemon, tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(bytes(range(256)) * 5000)
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not daemon.client.blob_exists(digest)
+    uploads = daemon.log().count("POST /api/blobs/")
+    assert daemon.client.push_blob(path) == digest
+    assert daemon.client.blob_exists(digest)
+    assert (daemon.home / "blobs" / digest.replace(":", "-")).read_bytes() == path.read_bytes()
+    assert daemon.client.push_blob(path) == digest
+    daemon.wait_for_log("POST /api/blobs/")
+    assert daemon.log().count("POST /api/blobs/") == uploads + 1  # the second one: HEAD only
+
+
+def test_an_upload_that_does_not_match_its_digest_is_refused(daemon: Daemon) -> None:
+    claimed = "sha256:" + hashlib.sha256(b"what was promised").hexdigest()
+    status, body, _ = daemon.raw("POST", f"/api/blobs/{claimed}", b"something else")
+    assert status == 400 and "sha256 mismatch" in error_of(body)
+    assert not daemon.client.blob_exists(claimed)
+    assert leftovers(daemon.home) == []
+
+
+@pytest.mark.parametrize("digest", ["sha256:abc", "md5:" + "0" * 64, "sha256:" + "G" * 64])
+def test_invalid_blob_digests_are_400(daemon: Daemon, digest: str) -> None:
+    for method in ("POST", "HEAD"):
+        status, body, _ = daemon.raw(method, f"/api/blobs/{digest}", b"x")
+        assert status == 400
+        if method == "POST":
+            assert error_of(body).startswith(f"invalid digest '{digest}'")
