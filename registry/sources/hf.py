@@ -1,216 +1,247 @@
-"""A GGUF file in a Hugging Face repository: `hf://org/repo[@revision]/file.gguf`.
+"""Hugging Face repositories: `hf://org/repo[@revision][/file.gguf | :QUANT]` and Ollama's
+`hf.co/org/repo[:QUANT]` (also `huggingface.co/...`).
 
-Downloads go through huggingface_hub, so HF_ENDPOINT, HF_TOKEN and the user's
-HF cache are honoured. A hub that cannot be reached must fail within seconds
-so the pull can fall over to its next source: the file's metadata is fetched
-first with a short timeout and no retries (huggingface_hub's own download
-retries for about 20 s on connection errors), and only a hub that answers is
-asked for the file. Offline, a copy already in the HF cache is used.
+- A named `.gguf` file is fetched as is.
+- A repository of GGUF files: the file of the requested quantization (Q4_K_M unless
+  `:QUANT` says otherwise; `:<file name>` works too); a missing one is reported with
+  the quantizations the repository has.
+- A safetensors checkpoint (single file or sharded): config.json is fetched first and
+  its architecture checked, then the tokenizer files and weights; the checkpoint is
+  converted and quantized (`:QUANT`, else the recipe's quantization, else Q4_K_M;
+  `:F16`/`:BF16` keep it unquantized).
+Every file is downloaded resumably and verified (hf_hub.py). Offline, files already in
+the user's HF cache are used.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import json
 import re
-import socket
-import threading
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from corral.registry.errors import CorralError, PullCancelled, SourceError, SourceUnreachable, shown
+from corral.registry.convert.checkpoint import (
+    CONFIG,
+    INDEX,
+    SINGLE,
+    Checkpoint,
+    has_weights,
+    metadata_files,
+    no_weights_message,
+    shard_names,
+)
+from corral.registry.convert.pipeline import (
+    DEFAULT_QUANTIZATION,
+    Sink,
+    check_quantization,
+    store_checkpoint,
+)
+from corral.registry.convert.writer import architecture_of
+from corral.registry.errors import SourceError, SourceUnreachable, shown
 from corral.registry.gguf_info import check_gguf
-from corral.registry.names import ModelName, slug
-from corral.registry.progress import ProgressFn, PullProgress, short
+from corral.registry.names import DEFAULT_TAG, ModelName, slug
+from corral.registry.progress import PullProgress
 from corral.registry.sources.base import FetchContext, Fetched
+from corral.registry.sources.hf_hub import Hub, LocalCopy, RemoteFile, endpoint, host
+from corral.registry.sources.hf_pick import model_files, pick_gguf
 
 HOST = "hf.co"
-DEFAULT_ENDPOINT = "https://huggingface.co"
-DEFAULT_TIMEOUT = 5.0
+PREFIXES = ("hf://", "hf.co/", "huggingface.co/")
+_REPO = r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)"
 _SPEC = re.compile(
-    r"hf://(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)"
-    r"(?:@(?P<revision>[\w.%-]+))?/(?P<file>[^@]+)"
-)
-_NETWORK_ERRORS = {"TransportError", "TimeoutException", "ConnectionError", "Timeout", "ProxyError"}
+    r"(?P<prefix>hf://|(?:https?://)?(?:hf\.co|huggingface\.co)/)" + _REPO
+    + r"(?:@(?P<revision>[\w.%-]+))?(?:/(?P<file>[^@:]+)|:(?P<tag>[\w.-]+))?"
+)  # fmt: skip
+
+
+def is_hf_name(text: str) -> bool:
+    """True for Ollama's `hf.co/org/repo[:QUANT]` (and `huggingface.co/...`)."""
+    return text.strip().lower().startswith(PREFIXES[1:])
 
 
 @dataclass(frozen=True)
 class HfSource:
     spec: str
     repo_id: str
-    filename: str
+    filename: str | None = None  # an explicit .gguf file
     revision: str | None = None
+    tag: str | None = None  # a quantization or a file name
 
     @classmethod
     def parse(cls, spec: str) -> HfSource:
         m = _SPEC.fullmatch(spec.strip())
-        if m is None or ".." in m["file"].split("/") or m["file"].startswith("/"):
+        if m is None or (m["file"] and (".." in m["file"].split("/") or m["file"].startswith("/"))):
             raise SourceError(
-                f"bad Hugging Face source '{shown(spec)}': write hf://org/repo[@revision]/file.gguf"
+                f"bad Hugging Face source '{shown(spec)}': write hf://org/repo[:QUANT], "
+                "hf://org/repo[@revision]/file.gguf or hf.co/org/repo[:QUANT]"
             )
-        if not m["file"].lower().endswith(".gguf"):
-            raise SourceError(f"hf source '{shown(spec)}': only .gguf files are supported so far")
+        if m["file"] and not m["file"].lower().endswith(".gguf"):
+            raise SourceError(
+                f"hf source '{shown(spec)}': name a .gguf file, or the repository itself "
+                "(hf://org/repo) to convert its safetensors checkpoint"
+            )
         revision = urllib.parse.unquote(m["revision"]) if m["revision"] else None
-        return cls(spec.strip(), m["repo"], m["file"], revision)
+        return cls(spec.strip(), m["repo"], m["file"], revision, m["tag"])
 
     def default_name(self) -> ModelName:
         org, repo = self.repo_id.split("/")
-        stem = Path(self.filename).name.removesuffix(".gguf")
-        return ModelName(HOST, slug(org), slug(repo), slug(stem))
+        if self.filename is not None:
+            stem = Path(self.filename).name.removesuffix(".gguf").removesuffix(".GGUF")
+            return ModelName(HOST, slug(org), slug(repo), slug(stem))
+        return ModelName(HOST, slug(org), slug(repo), slug(self.tag) if self.tag else DEFAULT_TAG)
 
     def describe(self) -> str:
-        return urllib.parse.urlsplit(_endpoint()).netloc or _endpoint()
+        return host()
 
     def fetch(self, ctx: FetchContext) -> Fetched:
-        path, etag, commit = self._download(ctx)
-        expected = f"sha256:{etag}" if etag and re.fullmatch(r"[0-9a-f]{64}", etag) else None
+        hub = Hub(self.repo_id, self.revision)
+        if self.filename is not None:
+            return self._named_file(hub, ctx)
+        try:
+            commit = hub.commit()
+            files = hub.files(commit)
+        except SourceUnreachable:
+            offline = _offline_snapshot(self.repo_id, self.revision)
+            if offline is None:
+                raise
+            return self._from_folder(offline, ctx)
+        where = f"{self.repo_id}@{commit[:12]}"
+        if model_files(files):
+            path = pick_gguf(files, self.tag, self.repo_id)
+            return self._gguf(hub, files[path], commit, ctx)
+        if has_weights(files):
+            return self._checkpoint(hub, files, commit, ctx)
+        raise SourceError(no_weights_message(where, list(files)))
+
+    # --- GGUF files ---------------------------------------------------------------------
+
+    def _named_file(self, hub: Hub, ctx: FetchContext) -> Fetched:
+        assert self.filename is not None
+        try:
+            f, commit, location = hub.file_metadata(self.filename, self.revision)
+        except SourceUnreachable:
+            cached = _cached_file(self.repo_id, self.filename, self.revision)
+            if cached is None:
+                raise
+            return self._store_gguf(cached, None, self.filename, self.revision or "main", ctx)
+        return self._gguf(hub, f, commit, ctx, location)
+
+    def _gguf(
+        self, hub: Hub, f: RemoteFile, commit: str, ctx: FetchContext, location: str | None = None
+    ) -> Fetched:
+        got = hub.fetch(f, commit, ctx, location)
+        try:
+            return self._store_gguf(got.path, got.sha256, f.path, commit, ctx)
+        finally:
+            if not got.from_cache:
+                got.path.unlink(missing_ok=True)
+
+    def _store_gguf(
+        self, path: Path, sha: str | None, name: str, commit: str, ctx: FetchContext
+    ) -> Fetched:
         size = path.stat().st_size
-        status = f"copying {self.filename}"
+        status = f"copying {Path(name).name}"
         digest = ctx.blobs.put_file(
             path,
-            expected=expected,
+            expected=f"sha256:{sha}" if sha else None,
             check=lambda tmp: check_gguf(tmp, f"{self.spec} is not a usable GGUF file"),
             progress=lambda done: ctx.progress(PullProgress(status, total=size, completed=done)),
             cancel=ctx.cancel,
         )
-        provenance = {
+        return Fetched(digest, self._provenance(commit) | {"file": name, "sha256": _hex(digest)})
+
+    # --- safetensors checkpoints -----------------------------------------------------------
+
+    def _checkpoint(
+        self, hub: Hub, files: dict[str, RemoteFile], commit: str, ctx: FetchContext
+    ) -> Fetched:
+        quantization = check_quantization(self.tag or ctx.quantization or DEFAULT_QUANTIZATION)
+        where = f"{self.repo_id}@{commit[:12]}"
+        if CONFIG not in files:
+            raise SourceError(f"{where} has no {CONFIG}, so it is not a transformers model")
+        local: dict[str, Path] = {}
+        fetched: list[LocalCopy] = []
+
+        def get(name: str) -> Path:
+            if name not in files:
+                raise SourceError(f"{where}: {name} is missing")
+            got = hub.fetch(files[name], commit, ctx)
+            fetched.append(got)
+            local[name] = got.path
+            return got.path
+
+        architecture_of(_read_json(get(CONFIG), where), where)  # before the weights
+        for name in metadata_files(files)[1:]:
+            get(name)
+        shards = shard_names(_read_json(get(INDEX), where), where) if INDEX in files else [SINGLE]
+        for name in shards:
+            get(name)
+        stored = store_checkpoint(
+            Checkpoint(local, where), Sink(ctx.blobs, ctx.progress, ctx.cancel), quantization,
+            name=self.repo_id.split("/")[1], repo=self.repo_id,
+        )  # fmt: skip
+        for got in fetched:  # consumed; on failure they stay, so a retry resumes or reuses them
+            if not got.from_cache:
+                got.path.unlink(missing_ok=True)
+        hashes = {name: got.sha256 for name, got in zip(local, fetched, strict=True)}
+        provenance = self._provenance(commit) | {"files": hashes} | stored.provenance
+        return Fetched(stored.digest, provenance | {"sha256": _hex(stored.digest)})
+
+    def _from_folder(self, folder: Path, ctx: FetchContext) -> Fetched:
+        """Offline: a snapshot already in the HF cache."""
+        names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+        commit = folder.name
+        if model_files(names):
+            path = pick_gguf(names, self.tag, self.repo_id)
+            return self._store_gguf(folder / path, None, path, commit, ctx)
+        if not has_weights(names):
+            raise SourceError(no_weights_message(f"{self.repo_id} (HF cache)", names))
+        quantization = check_quantization(self.tag or ctx.quantization or DEFAULT_QUANTIZATION)
+        ckpt = Checkpoint({n: folder / n for n in names}, f"{self.repo_id} (HF cache)")
+        stored = store_checkpoint(
+            ckpt, Sink(ctx.blobs, ctx.progress, ctx.cancel), quantization,
+            name=self.repo_id.split("/")[1], repo=self.repo_id,
+        )  # fmt: skip
+        return Fetched(stored.digest, self._provenance(commit) | stored.provenance)
+
+    def _provenance(self, commit: str) -> dict[str, Any]:
+        return {
             "source": self.spec,
             "kind": "huggingface",
-            "endpoint": _endpoint(),
+            "endpoint": endpoint(),
             "repo": self.repo_id,
-            "revision": commit or self.revision or "main",
-            "file": self.filename,
-            "sha256": digest.removeprefix("sha256:"),
+            "revision": commit,
         }
-        return Fetched(digest, provenance)
-
-    def _download(self, ctx: FetchContext) -> tuple[Path, str | None, str | None]:
-        """(local file, etag, commit) from the hub, or from the HF cache when offline."""
-        import huggingface_hub as hub
-
-        endpoint, timeout = _endpoint(), _timeout()
-        url = hub.hf_hub_url(self.repo_id, self.filename, revision=self.revision, endpoint=endpoint)
-        try:
-            meta = hub.get_hf_file_metadata(url, timeout=timeout)
-        except Exception as e:
-            if not _is_network_error(e):
-                raise self._error(e) from None
-            cached = self._cached()
-            if cached is None:
-                raise SourceUnreachable(f"{self.describe()} unreachable ({_reason(e)})") from None
-            return cached, cached.resolve().name, None
-        progress = _progress_class(ctx.progress, ctx.cancel, meta.etag or self.filename)
-        try:
-            path = hub.hf_hub_download(
-                self.repo_id,
-                self.filename,
-                revision=self.revision,
-                endpoint=endpoint,
-                etag_timeout=timeout,
-                tqdm_class=progress,
-            )
-        except CorralError:
-            raise
-        except Exception as e:
-            if _is_network_error(e):
-                raise SourceUnreachable(f"{self.describe()} unreachable ({_reason(e)})") from None
-            raise self._error(e) from None
-        return Path(path), meta.etag, meta.commit_hash
-
-    def _cached(self) -> Path | None:
-        import huggingface_hub as hub
-
-        try:
-            path = hub.hf_hub_download(
-                self.repo_id, self.filename, revision=self.revision, local_files_only=True
-            )
-        except Exception:
-            return None
-        return Path(path)
-
-    def _error(self, error: Exception) -> SourceError:
-        from huggingface_hub import errors
-
-        where = f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
-        host = self.describe()
-        table: list[tuple[type[Exception], str]] = [
-            (errors.GatedRepoError, f"{where} is gated: accept its terms on {host}, set HF_TOKEN"),
-            (
-                errors.RepositoryNotFoundError,
-                f"repository {self.repo_id} not found on {host} (private? set HF_TOKEN)",
-            ),
-            (errors.RevisionNotFoundError, f"revision {self.revision} not found in {self.repo_id}"),
-            (errors.EntryNotFoundError, f"{self.filename} not found in {where} on {host}"),
-        ]
-        for kind, message in table:
-            if isinstance(error, kind):
-                return SourceError(message)
-        status = getattr(getattr(error, "response", None), "status_code", None)
-        if status is not None:
-            return SourceError(f"{host} answered HTTP {status} for {where}/{self.filename}")
-        return SourceError(f"{host}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
 
 
-def _endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+def _hex(digest: str) -> str:
+    return digest.removeprefix("sha256:")
 
 
-def _timeout() -> float:
+def _read_json(path: Path, where: str) -> dict[str, Any]:
     try:
-        return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or DEFAULT_TIMEOUT)
-    except ValueError:
-        return DEFAULT_TIMEOUT
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SourceError(f"{where}: {path.name} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"{where}: {path.name} is not a JSON object")
+    return data
 
 
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
+def _cached_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
+    import huggingface_hub as hf
+
+    with contextlib.suppress(Exception):
+        return Path(hf.hf_hub_download(repo_id, filename, revision=revision, local_files_only=True))
+    return None
 
 
-def _is_network_error(error: BaseException) -> bool:
-    for e in _chain(error):
-        if isinstance(e, ConnectionError | TimeoutError | socket.gaierror):
-            return True
-        if any(cls.__name__ in _NETWORK_ERRORS for cls in type(e).__mro__):
-            return True
-    return False
+def _offline_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    import huggingface_hub as hf
 
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(e) for e in _chain(error)).lower()
-    if any(isinstance(e, socket.gaierror) for e in _chain(error)) or "name or service" in text:
-        return "name resolution failed"
-    if "refused" in text:
-        return "connection refused"
-    if "timed out" in text or "timeout" in text:
-        return "timed out"
-    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-
-
-def _progress_class(progress: ProgressFn, cancel: threading.Event, etag: str) -> type[tqdm]:
-    """A silent tqdm that forwards byte counts as pull progress and honours cancel."""
-    status = f"pulling {short(etag)}"
-    digest = f"sha256:{etag}" if re.fullmatch(r"[0-9a-f]{64}", etag) else None
-
-    class _Forward(tqdm):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-            self.done = int(kwargs.get("initial") or 0)
-
-        def update(self, n: float | None = 1) -> bool | None:
-            if cancel.is_set():
-                raise PullCancelled()
-            self.done += int(n or 0)
-            progress(PullProgress(status, digest=digest, total=self.total, completed=self.done))
-            return super().update(n)
-
-    return _Forward
+    with contextlib.suppress(Exception):
+        return Path(hf.snapshot_download(repo_id, revision=revision, local_files_only=True))
+    return None

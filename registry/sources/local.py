@@ -1,5 +1,7 @@
 """A GGUF file on this machine: `/abs/model.gguf`, `./model.gguf`, `~/m.gguf`,
-any path ending in `.gguf`, or a `file://` URL.
+any path ending in `.gguf`, or a `file://` URL; or a folder holding a Hugging Face
+safetensors checkpoint (config.json, tokenizer, weights), which is converted and
+quantized (the recipe's quantization, else Q4_K_M) like a hub checkpoint.
 
 The file is checked to be a complete GGUF before it is copied, and the copy is
 checked again before it becomes a blob. Relative paths are resolved against
@@ -14,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.registry.convert.checkpoint import CONFIG, Checkpoint
+from corral.registry.convert.pipeline import DEFAULT_QUANTIZATION, Sink, store_checkpoint
 from corral.registry.errors import SourceError, shown
 from corral.registry.gguf_info import check_gguf
 from corral.registry.names import DEFAULT_HOST, DEFAULT_NAMESPACE, DEFAULT_TAG, ModelName, slug
@@ -51,9 +55,10 @@ class LocalSource:
         return str(self.path)
 
     def fetch(self, ctx: FetchContext) -> Fetched:
+        if self.path.is_dir():
+            return self._checkpoint(ctx)
         if not self.path.is_file():
-            what = "is a folder, not a GGUF file" if self.path.is_dir() else "not found"
-            raise SourceError(f"file {self.path} {what}")
+            raise SourceError(f"file {self.path} not found")
         if not os.access(self.path, os.R_OK):
             raise SourceError(f"file {self.path} is not readable (check its permissions)")
         check_gguf(self.path, f"{self.path} is not a usable GGUF file")
@@ -74,3 +79,20 @@ class LocalSource:
             "size": size,
         }
         return Fetched(digest, provenance)
+
+    def _checkpoint(self, ctx: FetchContext) -> Fetched:
+        if not (self.path / CONFIG).is_file():
+            raise SourceError(
+                f"{self.path} is a folder but not a safetensors checkpoint (no {CONFIG}); "
+                "name a .gguf file or a checkpoint folder"
+            )
+        stored = store_checkpoint(
+            Checkpoint.from_folder(self.path),
+            Sink(ctx.blobs, ctx.progress, ctx.cancel),
+            ctx.quantization or DEFAULT_QUANTIZATION,
+            name=self.path.name,
+        )
+        provenance = {"source": self.spec, "kind": "local", "path": str(self.path)}
+        return Fetched(
+            stored.digest, provenance | stored.provenance | {"sha256": stored.digest[7:]}
+        )

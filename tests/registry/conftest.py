@@ -18,8 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import gguf
+import huggingface_hub.constants
 import numpy as np
 import pytest
+from hf_checkpoint import derive_checkpoint
+from hub_server import LocalHub
+from tiny_archs import write_tiny_arch
 
 from corral.registry.store import Store
 
@@ -286,3 +290,32 @@ def make_wheel() -> Callable[..., Path]:
 @pytest.fixture
 def store_files() -> Callable[[Store], list[str]]:
     return _store_files
+
+
+@pytest.fixture
+def local_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalHub]:
+    """A Hugging Face hub on 127.0.0.1 (tests/hub_server.py) that HF_ENDPOINT points at,
+    with an empty HF cache and no token from this machine."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with LocalHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        yield hub
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path: Path) -> Callable[..., Path]:
+    """make_checkpoint(arch="llama", dtype="BF16", shards=1) -> a folder holding the HF
+    checkpoint derived from a tiny random-weight GGUF of `arch` (tests/hf_checkpoint.py)."""
+    count = 0
+
+    def make(arch: str = "llama", dtype: str = "BF16", shards: int = 1) -> Path:
+        nonlocal count
+        count += 1
+        gguf_path = write_tiny_arch(tmp_path / f"tiny-{arch}-{count}.gguf", arch)
+        return derive_checkpoint(
+            gguf_path, tmp_path / f"ckpt-{arch}-{count}", dtype=dtype, shards=shards
+        )
+
+    return make

@@ -168,7 +168,14 @@ def test_all_sources_failing_is_one_line(
 
 
 @pytest.mark.parametrize(
-    "spec", ["hf://org", "hf://org/repo", "hf://org/repo/weights.safetensors", "hf://o/r/../x.gguf"]
+    "spec",
+    [
+        "hf://org",
+        "hf://org/repo/weights.safetensors",
+        "hf://o/r/../x.gguf",
+        "hf.co/org",
+        "hf://o/r:",
+    ],
 )
 def test_bad_specs(spec: str) -> None:
     with pytest.raises(SourceError):

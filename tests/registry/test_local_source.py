@@ -74,7 +74,7 @@ def test_non_gguf_is_refused(store: Store, tmp_path: Path, store_files: Callable
 def test_missing_file_and_folder(store: Store, tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"missing.gguf not found"):
         pull(store, str(tmp_path / "missing.gguf"))
-    with pytest.raises(SourceError, match="is a folder"):
+    with pytest.raises(SourceError, match="is a folder but not a safetensors checkpoint"):
         pull(store, str(tmp_path) + "/")
 
 

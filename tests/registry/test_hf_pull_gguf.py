@@ -1,0 +1,140 @@
+"""Repositories of GGUF files (Ollama's `hf.co/org/repo:QUANT`) and GGUF URLs, pulled from
+a local hub with the real huggingface_hub client."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hub_server import LocalHub
+
+from corral.registry.errors import CorruptModel, SourceError, SourceUnreachable
+from corral.registry.pull import pull, pull_target
+from corral.registry.sources import is_direct_source
+from corral.registry.sources.hf_pick import pick_gguf, quant_of
+from corral.registry.store import Store
+
+REPO = "test-org/Tiny-GGUF"
+QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_S", "F16")
+
+
+@pytest.fixture
+def gguf_repo(tmp_path: Path, make_gguf: Callable[..., Path], local_hub: LocalHub) -> Path:
+    folder = tmp_path / "gguf-repo"
+    folder.mkdir()
+    for seed, quant in enumerate(QUANTS):
+        make_gguf(folder / f"Tiny-{quant}.gguf", seed=seed)
+    make_gguf(folder / "mmproj-Tiny-F16.gguf", seed=9)
+    (folder / "README.md").write_text("# Tiny\n")
+    local_hub.add_repo(REPO, folder)
+    return folder
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("spec", "file", "name"),
+    [
+        (f"hf.co/{REPO}", "Tiny-Q4_K_M.gguf", "hf.co/test-org/tiny-gguf:latest"),
+        (f"hf.co/{REPO}:q8_0", "Tiny-Q8_0.gguf", "hf.co/test-org/tiny-gguf:q8_0"),
+        (f"huggingface.co/{REPO}:Q5_K_S", "Tiny-Q5_K_S.gguf", "hf.co/test-org/tiny-gguf:q5_k_s"),
+        (f"hf://{REPO}:f16", "Tiny-F16.gguf", "hf.co/test-org/tiny-gguf:f16"),
+        (
+            f"hf://{REPO}:tiny-q8_0.gguf",
+            "Tiny-Q8_0.gguf",
+            "hf.co/test-org/tiny-gguf:tiny-q8_0.gguf",
+        ),
+    ],
+)
+def test_quant_selection(
+    store: Store, gguf_repo: Path, local_hub: LocalHub, spec: str, file: str, name: str
+) -> None:
+    assert is_direct_source(spec)
+    assert str(pull_target(spec)) == name
+    model = pull(store, spec)
+    assert model.name == name
+    assert model.model_path.read_bytes() == (gguf_repo / file).read_bytes()
+    src = model.manifest.source
+    assert (src["file"], src["sha256"], src["revision"]) == (
+        file,
+        sha256(gguf_repo / file),
+        local_hub.repos[REPO].commit,
+    )
+    assert [f.name for f in store.blobs.root.iterdir()] == [model.digest.replace(":", "-")]
+
+
+def test_missing_quant_lists_what_exists(store: Store, gguf_repo: Path) -> None:
+    with pytest.raises(SourceError) as info:
+        pull(store, f"hf.co/{REPO}:Q3_K_M")
+    assert str(info.value) == (
+        f"{REPO} has no Q3_K_M GGUF file; it has: F16, Q4_K_M, Q5_K_S, Q8_0 (pull one with :F16)"
+    )
+    assert list(store.manifests.rglob("*.yaml")) == []
+
+
+def test_default_quant_missing(store: Store, gguf_repo: Path, local_hub: LocalHub) -> None:
+    (gguf_repo / "Tiny-Q4_K_M.gguf").unlink()
+    local_hub.repos[REPO].scan()
+    with pytest.raises(SourceError, match="has no Q4_K_M GGUF file; it has: F16, Q5_K_S, Q8_0"):
+        pull(store, f"hf.co/{REPO}")
+
+
+def test_repo_with_one_unlabelled_gguf(
+    store: Store, tmp_path: Path, make_gguf: Callable[..., Path], local_hub: LocalHub
+) -> None:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    make_gguf(folder / "model.gguf")
+    local_hub.add_repo("o/one", folder)
+    assert pull(store, "hf.co/o/one").manifest.source["file"] == "model.gguf"
+
+
+def test_quant_names_in_file_names() -> None:
+    assert quant_of("Llama-3.2-1B-Instruct-Q4_K_M.gguf") == "Q4_K_M"
+    assert quant_of("sub/qwen2.5-0.5b-instruct-q5_k_m.gguf") == "Q5_K_M"
+    assert quant_of("model.IQ4_XS.gguf") == "IQ4_XS"
+    assert quant_of("gemma-3-270m-it-bf16.gguf") == "BF16"
+    assert quant_of("model-fp16.gguf") == "F16"
+    assert quant_of("model.gguf") is None
+    split = ["m-Q8_0-00001-of-00002.gguf", "m-Q8_0-00002-of-00002.gguf"]
+    with pytest.raises(SourceError, match="split into 2 files"):
+        pick_gguf(split, "Q8_0", "o/r")
+
+
+def test_url_pull_resumes_and_checks_the_fragment(
+    tmp_path: Path, gguf_repo: Path, local_hub: LocalHub
+) -> None:
+    file = gguf_repo / "Tiny-Q8_0.gguf"
+    url = f"{local_hub.url}/{REPO}/resolve/main/{file.name}"
+    size = file.stat().st_size
+    local_hub.cut(REPO, file.name, after=size // 2)
+    spec = f"{url}#sha256={sha256(file)}"
+    with pytest.raises(SourceUnreachable, match="ended early"):
+        pull(Store(tmp_path / "home"), spec)
+    model = pull(Store(tmp_path / "home"), spec)
+    assert model.model_path.read_bytes() == file.read_bytes()
+    assert local_hub.sent[f"{REPO}/{file.name}"] == size
+    assert model.manifest.source["verified"] is True
+    assert model.name == "127.0.0.1/library/tiny-q8_0:latest"
+    with pytest.raises(CorruptModel, match="sha256 mismatch"):
+        pull(Store(tmp_path / "other"), f"{url}#sha256={'ab' * 32}")
+    assert list((tmp_path / "other" / "manifests").rglob("*.yaml")) == []
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "https://example.com/model.safetensors",
+        "https://example.com/model.gguf#md5=abc",
+        "ftp://example.com/model.gguf",
+    ],
+)
+def test_bad_urls(spec: str) -> None:
+    from corral.registry.sources import parse_source
+
+    with pytest.raises(SourceError):
+        parse_source(spec)
