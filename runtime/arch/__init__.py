@@ -6,16 +6,19 @@ overrides only the hooks where it differs from llama.
 
 from __future__ import annotations
 
+from corral.runtime.arch.gemma3 import Gemma3
 from corral.runtime.arch.llama import Llama
+from corral.runtime.arch.qwen2 import Qwen2
+from corral.runtime.arch.qwen3 import Qwen3
 
 ARCHITECTURES: dict[str, type[Llama]] = {
-    "llama": Llama,
+    cls.architecture: cls for cls in (Llama, Qwen2, Qwen3, Gemma3)
 }
 
 
 class UnsupportedArchitecture(ValueError):
     def __init__(self, name: str) -> None:
-        supported = ", ".join(sorted(ARCHITECTURES))
+        supported = ", ".join(ARCHITECTURES)
         super().__init__(
             f"architecture '{name}' is not supported by corral's runtime (supported: {supported})"
         )

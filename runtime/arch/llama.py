@@ -4,7 +4,8 @@ Config, weights and run state are kept apart, as in llama2.c: `LlamaConfig`
 comes from GGUF metadata, `LlamaWeights` are float32 arrays fixed after load,
 and the KV cache belongs to the caller (a session), so one loaded model serves
 many conversations. Other architectures subclass `Llama` and override only the
-hooks where they differ.
+hooks where they differ; the small differences are class-level tables
+(`rope_style`, `qkv_bias`, `extra_layer_tensors`) read by llama's own hooks.
 
 Weights keep GGUF's (out, in) row layout and are applied as `x @ W.T`, which
 BLAS runs without a copy. Q, K and V are fused into one matrix, and so are the
@@ -13,13 +14,49 @@ FFN gate and up projections: one matmul each per layer.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from corral.runtime.arch.ops import ROPE_STYLES, Rotation, attend, rms_norm, rotation, silu
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import KVCache
+
+ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
+# LayerWeights fields of per-head query/key RMSNorms and their tensors (qwen3, gemma3).
+QK_NORM_TENSORS = (("q_norm", "attn_q_norm.weight"), ("k_norm", "attn_k_norm.weight"))
+
+MetadataKey = Callable[..., Any]
+
+
+def metadata_key(gguf: GGUFFile, arch: str) -> MetadataKey:
+    """`key(name, default=None)` reads `<arch>.<name>`; a missing key without default is
+    an error naming the file and the key."""
+    md = gguf.metadata
+
+    def key(name: str, default: Any = None) -> Any:
+        value = md.get(f"{arch}.{name}", default)
+        if value is None:
+            raise GGUFError(f"{gguf.path}: metadata key {arch}.{name} is missing")
+        return value
+
+    return key
+
+
+def rope_freq_scale(gguf: GGUFFile, key: MetadataKey) -> float:
+    """llama.cpp's freq_scale: 1/factor of `rope.scaling.factor` (or the older
+    `rope.scale_linear`); only linear scaling (or none) is implemented."""
+    kind = str(key("rope.scaling.type", "none"))
+    if kind not in ROPE_SCALINGS:
+        raise GGUFError(
+            f"{gguf.path}: RoPE scaling '{kind}' is not supported by corral's runtime "
+            f"(supported: {', '.join(ROPE_SCALINGS)})"
+        )
+    factor = float(key("rope.scaling.factor", 0.0)) or float(key("rope.scale_linear", 0.0))
+    return 1.0 / factor if factor else 1.0
 
 
 @dataclass(frozen=True)
@@ -36,21 +73,18 @@ class LlamaConfig:
     context_length: int
     rope_base: float
     rope_dim: int
+    rope_scale: float  # positions are multiplied by this (linear RoPE scaling: 1/factor)
     rms_eps: float
+    attn_scale: float  # multiplies q.k before the softmax
 
     @classmethod
     def from_gguf(cls, gguf: GGUFFile, arch: str) -> LlamaConfig:
-        md = gguf.metadata
-
-        def key(name: str, default: Any = None) -> Any:
-            value = md.get(f"{arch}.{name}", default)
-            if value is None:
-                raise GGUFError(f"{gguf.path}: metadata key {arch}.{name} is missing")
-            return value
-
+        key = metadata_key(gguf, arch)
         d_model, n_heads = int(key("embedding_length")), int(key("attention.head_count"))
         head_dim = int(key("attention.key_length", d_model // n_heads))
-        vocab = md.get(f"{arch}.vocab_size") or gguf.tensors["token_embd.weight"].shape[0]
+        vocab = (
+            gguf.metadata.get(f"{arch}.vocab_size") or gguf.tensors["token_embd.weight"].shape[0]
+        )
         return cls(
             n_layers=int(key("block_count")),
             d_model=d_model,
@@ -62,7 +96,9 @@ class LlamaConfig:
             context_length=int(key("context_length", 2048)),
             rope_base=float(key("rope.freq_base", 10000.0)),
             rope_dim=int(key("rope.dimension_count", head_dim)),
+            rope_scale=rope_freq_scale(gguf, key),
             rms_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+            attn_scale=1.0 / math.sqrt(head_dim),
         )
 
 
@@ -74,6 +110,12 @@ class LayerWeights:
     ffn_norm: np.ndarray  # (d,)
     w_gate_up: np.ndarray  # (2F, d)
     w_down: np.ndarray  # (d, F)
+    # Present only in the architectures whose tables ask for them:
+    bqkv: np.ndarray | None = None  # (H*D + 2*KV*D,) QKV biases
+    q_norm: np.ndarray | None = None  # (D,) RMSNorm of each query head, before RoPE
+    k_norm: np.ndarray | None = None  # (D,) RMSNorm of each key head, before RoPE
+    attn_post_norm: np.ndarray | None = None  # (d,) RMSNorm of the attention output
+    ffn_post_norm: np.ndarray | None = None  # (d,) RMSNorm of the FFN output
 
 
 @dataclass(frozen=True)
@@ -86,10 +128,10 @@ class LlamaWeights:
 
 
 def load_fused(gguf: GGUFFile, names: list[str]) -> np.ndarray:
-    """Dequantize several (out, in) tensors stacked along `out` into one array."""
+    """Dequantize several (out, in) tensors (or (out,) vectors) stacked along `out`."""
     infos = [gguf.tensors[n] for n in names]
     rows = sum(i.shape[0] for i in infos)
-    fused = np.empty((rows, infos[0].shape[1]), dtype=np.float32)
+    fused = np.empty((rows, *infos[0].shape[1:]), dtype=np.float32)
     start = 0
     for info in infos:
         fused[start : start + info.shape[0]] = gguf.load_tensor(info.name)
@@ -97,27 +139,21 @@ def load_fused(gguf: GGUFFile, names: list[str]) -> np.ndarray:
     return fused
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    """x: (T, d) -> (T, d)."""
-    scale = 1.0 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + eps)
-    return x * scale * weight
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
-
-
-def softmax_inplace(x: np.ndarray) -> np.ndarray:
-    x -= x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
+def inv_frequencies(base: float, rope_dim: int, scale: float = 1.0) -> np.ndarray:
+    """theta_i = scale * base^(-2i/rope_dim): (rope_dim/2,) float64."""
+    exponents = np.arange(0, rope_dim, 2, dtype=np.float64) / rope_dim
+    return scale * base**-exponents
 
 
 class Llama:
     """A loaded llama-family model: config + weights + the forward pass."""
 
     architecture: ClassVar[str] = "llama"
+    config_type: ClassVar[type[LlamaConfig]] = LlamaConfig
+    rope_style: ClassVar[str] = "normal"  # a key of ops.ROPE_STYLES
+    qkv_bias: ClassVar[bool] = False  # attn_{q,k,v}.bias tensors, fused into LayerWeights.bqkv
+    # Further LayerWeights fields, each read from one `blk.N.<tensor>`: (field, tensor) pairs.
+    extra_layer_tensors: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     def __init__(self, config: LlamaConfig, weights: LlamaWeights) -> None:
         self.config = config
@@ -128,19 +164,26 @@ class Llama:
     @classmethod
     def from_gguf(cls, gguf: GGUFFile) -> Llama:
         arch = str(gguf.metadata["general.architecture"])
-        config = LlamaConfig.from_gguf(gguf, arch)
+        config = cls.config_type.from_gguf(gguf, arch)
         missing = [n for n in cls.required_tensors(config) if n not in gguf.tensors]
         if missing:
             raise GGUFError(f"{gguf.path}: missing tensors for {arch}: {', '.join(missing[:5])}")
         return cls(config, cls.load_weights(gguf, config))
 
     @classmethod
+    def layer_tensors(cls) -> list[str]:
+        """Tensor names (after `blk.N.`) every layer must have."""
+        names = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output"]
+        names = [f"{n}.weight" for n in (*names, "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")]
+        if cls.qkv_bias:
+            names += ["attn_q.bias", "attn_k.bias", "attn_v.bias"]
+        return names + [tensor for _, tensor in cls.extra_layer_tensors]
+
+    @classmethod
     def required_tensors(cls, config: LlamaConfig) -> list[str]:
-        per_layer = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output"]
-        per_layer += ["ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
         names = ["token_embd.weight", "output_norm.weight"]
         for i in range(config.n_layers):
-            names += [f"blk.{i}.{p}.weight" for p in per_layer]
+            names += [f"blk.{i}.{n}" for n in cls.layer_tensors()]
         return names
 
     @classmethod
@@ -159,6 +202,9 @@ class Llama:
     @classmethod
     def load_layer(cls, gguf: GGUFFile, i: int) -> LayerWeights:
         p = f"blk.{i}."
+        extra = {f: gguf.load_tensor(p + n) for f, n in cls.extra_layer_tensors}
+        if cls.qkv_bias:
+            extra["bqkv"] = load_fused(gguf, [p + f"attn_{x}.bias" for x in "qkv"])
         return LayerWeights(
             attn_norm=gguf.load_tensor(p + "attn_norm.weight"),
             wqkv=load_fused(gguf, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]),
@@ -166,13 +212,13 @@ class Llama:
             ffn_norm=gguf.load_tensor(p + "ffn_norm.weight"),
             w_gate_up=load_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
             w_down=gguf.load_tensor(p + "ffn_down.weight"),
+            **extra,
         )
 
     @staticmethod
     def rope_inv_freq(gguf: GGUFFile, config: LlamaConfig) -> np.ndarray:
-        """theta_i = base^(-2i/rope_dim), divided by llama-3 style frequency factors if present."""
-        exponents = np.arange(0, config.rope_dim, 2, dtype=np.float64) / config.rope_dim
-        inv_freq = config.rope_base**-exponents  # (rope_dim/2,)
+        """Frequencies of the rotation, divided by llama-3 style frequency factors if present."""
+        inv_freq = inv_frequencies(config.rope_base, config.rope_dim, config.rope_scale)
         if "rope_freqs.weight" in gguf.tensors:
             inv_freq = inv_freq / gguf.load_tensor("rope_freqs.weight").astype(np.float64)
         return inv_freq
@@ -188,33 +234,35 @@ class Llama:
     def forward(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """Run `tokens` (T,) after the cache's current length; return the last position's
         logits (V,) and advance the cache by T."""
+        return self.logits(self.hidden(tokens, cache)[-1:])[0]
+
+    def hidden(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+        """The last layer's output (T, d) for `tokens` (T,); advances the cache by T.
+        `logits(hidden(...))` gives every position's logits (teacher forcing, perplexity)."""
         pos = cache.length
         x = self.embed(tokens)  # (T, d)
-        cos, sin = self.rope_tables(pos, tokens.shape[0])
+        rotations = self.rotations(pos, tokens.shape[0])
         for i, layer in enumerate(self.weights.layers):
-            x = self.block(i, layer, x, cache, pos, cos, sin)
+            x = self.block(i, layer, x, cache, pos, rotations[i])
         cache.length = pos + tokens.shape[0]
-        return self.logits(x[-1:])[0]
+        return x
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         return self.weights.tok_embd[tokens]  # (T, d)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        x = rms_norm(x, self.weights.out_norm, self.config.rms_eps)  # (1, d)
-        return x @ self.weights.output.T  # (1, V)
+        x = rms_norm(x, self.weights.out_norm, self.config.rms_eps)  # (N, d)
+        return x @ self.weights.output.T  # (N, V)
+
+    def rotations(self, pos: int, t: int) -> Sequence[Rotation]:
+        """The RoPE (cos, sin) tables of positions pos..pos+t-1, one per layer."""
+        return [rotation(self.weights.rope_inv_freq, pos, t)] * self.config.n_layers
 
     def block(
-        self,
-        i: int,
-        layer: LayerWeights,
-        x: np.ndarray,
-        cache: KVCache,
-        pos: int,
-        cos: np.ndarray,
-        sin: np.ndarray,
+        self, i: int, layer: LayerWeights, x: np.ndarray, cache: KVCache, pos: int, rot: Rotation
     ) -> np.ndarray:
         h = rms_norm(x, layer.attn_norm, self.config.rms_eps)
-        x = x + self.attention(i, layer, h, cache, pos, cos, sin) @ layer.wo.T
+        x = x + self.attention(i, layer, h, cache, pos, rot) @ layer.wo.T
         h = rms_norm(x, layer.ffn_norm, self.config.rms_eps)
         return x + self.ffn(layer, h)
 
@@ -224,69 +272,33 @@ class Llama:
         return (silu(gate_up[:, :f]) * gate_up[:, f:]) @ layer.w_down.T  # (T, d)
 
     def qkv(self, layer: LayerWeights, h: np.ndarray) -> tuple[np.ndarray, ...]:
-        """h: (T, d) -> q (T, H, D), k (T, KV, D), v (T, KV, D)."""
+        """h: (T, d) -> q (T, H, D), k (T, KV, D), v (T, KV, D), biased and q/k-normed
+        when the layer has those weights."""
         c = self.config
         qkv = h @ layer.wqkv.T  # (T, (H + 2KV) * D)
+        if layer.bqkv is not None:
+            qkv += layer.bqkv
         q_end, k_end = c.n_heads * c.head_dim, (c.n_heads + c.n_kv_heads) * c.head_dim
         t = h.shape[0]
         q = qkv[:, :q_end].reshape(t, c.n_heads, c.head_dim)
         k = qkv[:, q_end:k_end].reshape(t, c.n_kv_heads, c.head_dim)
         v = qkv[:, k_end:].reshape(t, c.n_kv_heads, c.head_dim)
+        if layer.q_norm is not None and layer.k_norm is not None:
+            q, k = rms_norm(q, layer.q_norm, c.rms_eps), rms_norm(k, layer.k_norm, c.rms_eps)
         return q, k, v
 
     def attention(
-        self,
-        i: int,
-        layer: LayerWeights,
-        h: np.ndarray,
-        cache: KVCache,
-        pos: int,
-        cos: np.ndarray,
-        sin: np.ndarray,
+        self, i: int, layer: LayerWeights, h: np.ndarray, cache: KVCache, pos: int, rot: Rotation
     ) -> np.ndarray:
         q, k, v = self.qkv(layer, h)
-        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
+        q, k = self.rope(q, rot), self.rope(k, rot)
         keys, values = cache.store(i, pos, k, v)  # (KV, S, D) each, S = pos + T
-        return attend(q, keys, values, pos, 1.0 / np.sqrt(self.config.head_dim))
+        return attend(q, keys, values, pos, self.config.attn_scale, self.window(i))
 
-    # ----- RoPE ("normal" style: adjacent pairs rotate together) ---------
+    def window(self, i: int) -> int:
+        """Layer i's sliding attention window in tokens; 0 attends to every earlier token."""
+        return 0
 
-    def rope_tables(self, pos: int, t: int) -> tuple[np.ndarray, np.ndarray]:
-        positions = np.arange(pos, pos + t, dtype=np.float64)
-        angles = np.outer(positions, self.weights.rope_inv_freq)  # (T, rope_dim/2)
-        return (
-            np.cos(angles).astype(np.float32)[:, None, :],  # (T, 1, rope_dim/2)
-            np.sin(angles).astype(np.float32)[:, None, :],
-        )
-
-    def rope(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-        """x: (T, H, D); rotates pairs (x[2i], x[2i+1]) of the first rope_dim dims."""
-        n = self.config.rope_dim
-        pairs = x[..., :n].reshape(*x.shape[:-1], n // 2, 2)  # (T, H, n/2, 2)
-        x0, x1 = pairs[..., 0], pairs[..., 1]
-        rotated = np.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
-        if n == x.shape[-1]:
-            return rotated.reshape(x.shape)
-        return np.concatenate([rotated.reshape(*x.shape[:-1], n), x[..., n:]], axis=-1)
-
-
-def attend(
-    q: np.ndarray, keys: np.ndarray, values: np.ndarray, pos: int, scale: float
-) -> np.ndarray:
-    """Causal grouped-query attention.
-
-    q: (T, H, D) for positions pos..pos+T-1; keys, values: (KV, S, D) with
-    S = pos + T. Returns (T, H*D).
-    """
-    t, n_heads, d = q.shape
-    n_kv, s = keys.shape[0], keys.shape[1]
-    group = n_heads // n_kv
-    q = q.reshape(t, n_kv, group, d).transpose(1, 2, 0, 3).reshape(n_kv, group * t, d)
-    scores = (q @ keys.transpose(0, 2, 1)) * np.float32(scale)  # (KV, G*T, S)
-    if t > 1:
-        future = np.triu(np.ones((t, s), dtype=bool), k=pos + 1)  # (T, S)
-        scores = scores.reshape(n_kv, group, t, s)
-        scores[:, :, future] = -np.inf
-        scores = scores.reshape(n_kv, group * t, s)
-    out = softmax_inplace(scores) @ values  # (KV, G*T, D)
-    return out.reshape(n_kv, group, t, d).transpose(2, 0, 1, 3).reshape(t, n_heads * d)
+    def rope(self, x: np.ndarray, rot: Rotation) -> np.ndarray:
+        """x: (T, H, D) rotated in the architecture's RoPE style."""
+        return ROPE_STYLES[self.rope_style](x, rot, self.config.rope_dim)

@@ -1,0 +1,126 @@
+"""The NumPy building blocks the architectures share: norms, activations, RoPE, attention.
+
+All float32; shapes are noted as (T, H, D) = (tokens, heads, head dim), d = model width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+Rotation = tuple[np.ndarray, np.ndarray]  # (cos, sin), each (T, 1, rope_dim/2) float32
+
+_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
+_GELU_A = np.float32(0.044715)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """Normalise the last axis: x (..., n), weight (n,) -> (..., n)."""
+    scale = 1.0 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + eps)
+    return x * scale * weight
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (PyTorch's approximate="tanh", ggml's gelu)."""
+    inner = _GELU_C * (x + _GELU_A * x * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner))
+
+
+def softmax_inplace(x: np.ndarray) -> np.ndarray:
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
+# ----- RoPE ----------------------------------------------------------------
+
+
+def rotation(inv_freq: np.ndarray, pos: int, t: int) -> Rotation:
+    """cos and sin of position * frequency for positions pos..pos+t-1."""
+    positions = np.arange(pos, pos + t, dtype=np.float64)
+    angles = np.outer(positions, inv_freq)  # (T, rope_dim/2)
+    return (
+        np.cos(angles).astype(np.float32)[:, None, :],  # (T, 1, rope_dim/2)
+        np.sin(angles).astype(np.float32)[:, None, :],
+    )
+
+
+def _keep_tail(rotated: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Dims past rope_dim pass through unrotated."""
+    if n == x.shape[-1]:
+        return rotated
+    return np.concatenate([rotated, x[..., n:]], axis=-1)
+
+
+def rope_normal(x: np.ndarray, rot: Rotation, n: int) -> np.ndarray:
+    """llama.cpp's "normal" RoPE: x (T, H, D); pairs (x[2i], x[2i+1]) of the first n dims
+    rotate together."""
+    cos, sin = rot
+    pairs = x[..., :n].reshape(*x.shape[:-1], n // 2, 2)  # (T, H, n/2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    rotated = np.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
+    return _keep_tail(rotated.reshape(*x.shape[:-1], n), x, n)
+
+
+def rope_neox(x: np.ndarray, rot: Rotation, n: int) -> np.ndarray:
+    """GPT-NeoX RoPE (HF's rotate_half): x (T, H, D); x[i] and x[i + n/2] rotate together."""
+    cos, sin = rot
+    x0, x1 = x[..., : n // 2], x[..., n // 2 : n]  # (T, H, n/2) each
+    rotated = np.concatenate([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
+    return _keep_tail(rotated, x, n)
+
+
+ROPE_STYLES: dict[str, Callable[[np.ndarray, Rotation, int], np.ndarray]] = {
+    "normal": rope_normal,
+    "neox": rope_neox,
+}
+
+
+# ----- attention -----------------------------------------------------------
+
+
+def attention_mask(t: int, s: int, first: int, window: int) -> np.ndarray:
+    """(T, S) True where query row r (at index first + r of the keys' axis) must not see
+    key column c: c is in its future, or (window > 0) `window` or more positions back."""
+    behind = (first + np.arange(t))[:, None] - np.arange(s)[None, :]  # (T, S)
+    masked = behind < 0
+    if window:
+        masked |= behind >= window
+    return masked
+
+
+def attend(
+    q: np.ndarray,
+    keys: np.ndarray,
+    values: np.ndarray,
+    pos: int,
+    scale: float,
+    window: int = 0,
+) -> np.ndarray:
+    """Causal grouped-query attention, optionally over a sliding window.
+
+    q: (T, H, D) for positions pos..pos+T-1; keys, values: (KV, S, D) with
+    S = pos + T. A query at position p sees keys at p - window < k <= p
+    (every k <= p when window is 0). Returns (T, H*D).
+    """
+    start = max(0, pos - window + 1) if window else 0
+    keys, values = keys[:, start:], values[:, start:]
+    t, n_heads, d = q.shape
+    n_kv, s = keys.shape[0], keys.shape[1]
+    group = n_heads // n_kv
+    q = q.reshape(t, n_kv, group, d).transpose(1, 2, 0, 3).reshape(n_kv, group * t, d)
+    scores = (q @ keys.transpose(0, 2, 1)) * np.float32(scale)  # (KV, G*T, S)
+    if t > 1:  # a single query sees every key left after the window slice
+        mask = attention_mask(t, s, pos - start, window)
+        scores = scores.reshape(n_kv, group, t, s)
+        scores[:, :, mask] = -np.inf
+        scores = scores.reshape(n_kv, group * t, s)
+    out = softmax_inplace(scores) @ values  # (KV, G*T, D)
+    return out.reshape(n_kv, group, t, d).transpose(2, 0, 1, 3).reshape(t, n_heads * d)
