@@ -17,7 +17,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,11 @@ from corral.runtime.arch import architecture
 from corral.runtime.arch.llama import Llama
 from corral.runtime.arch.ops import rms_norm
 from corral.runtime.chat_template import ChatTemplate
+from corral.runtime.generation import Done, Generation, Piece
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.kv_cache import ContextFull, KVCache
 from corral.runtime.model_info import ModelInfo
-from corral.runtime.sampling import Sampler, SamplerOptions
-from corral.runtime.stream import TextStream
+from corral.runtime.sampling import SamplerOptions
 from corral.runtime.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,26 +42,6 @@ DEFAULT_NUM_CTX = 4096
 # answers with the last token's, so "none" (and an absent key) pools the last token.
 POOLINGS: dict[int, str] = {0: "last", 1: "mean", 2: "first", 3: "last"}
 POOL_ROWS: dict[str, slice] = {"last": slice(-1, None), "first": slice(0, 1), "mean": slice(None)}
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A piece of generated text (never a partial UTF-8 character)."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Done:
-    """The end of a generation, with Ollama's statistics."""
-
-    reason: str  # "stop" | "length" | "cancel"
-    prompt_eval_count: int
-    prompt_eval_duration_ns: int
-    eval_count: int
-    eval_duration_ns: int
-    generated: tuple[int, ...] = ()  # the sampled token ids, an end-of-generation token included
-    context: tuple[int, ...] = ()  # the conversation's tokens after this turn
 
 
 class Session:
@@ -165,6 +144,22 @@ class Engine:
         Stops at an end-of-generation token, a stop string, `num_predict`
         tokens, a full context window or when `cancel` is set.
         """
+        gen = self.start_generation(session, prompt, options, num_predict, stop, cancel)
+        yield from gen.start()
+        while gen.next_token is not None:
+            logits = self.model.forward(np.array([gen.next_token]), session.cache)
+            yield from gen.advance(logits)
+
+    def start_generation(
+        self,
+        session: Session,
+        prompt: Sequence[int],
+        options: SamplerOptions | None = None,
+        num_predict: int = -1,
+        stop: Sequence[str] = (),
+        cancel: threading.Event | None = None,
+    ) -> Generation:
+        """A Generation to drive with `gen.start()` and then `decode_step([...])`."""
         if not prompt:
             raise ValueError("the prompt is empty: nothing to continue from")
         if len(prompt) >= session.n_ctx:
@@ -172,45 +167,31 @@ class Engine:
                 f"the prompt is {len(prompt)} tokens, more than the context window of "
                 f"{session.n_ctx}: shorten it or raise num_ctx"
             )
-        started = time.perf_counter_ns()
-        logits, n_evaluated = self._prefill(session, list(prompt))
-        prompt_ns = time.perf_counter_ns() - started
-
-        sampler = Sampler(options or SamplerOptions())
-        history = list(prompt)
-        text = TextStream(self.tokenizer.token_bytes, stop)
-        eog = self.tokenizer.eog_ids
-        reason, generated, started = "length", [], time.perf_counter_ns()
-        while num_predict < 0 or len(generated) < num_predict:
-            if cancel is not None and cancel.is_set():
-                reason = "cancel"
-                break
-            token = sampler.sample(logits, history)
-            generated.append(token)
-            if token in eog:
-                reason = "stop"
-                break
-            history.append(token)
-            if not self.tokenizer.is_control(token) and (piece := text.push(token)):
-                yield Piece(piece)
-            if text.stopped:
-                reason = "stop"
-                break
-            if session.cache.length >= session.n_ctx:
-                break
-            logits = self.model.forward(np.array([token]), session.cache)
-            session.tokens.append(token)
-        if tail := text.finish():
-            yield Piece(tail)
-        yield Done(
-            reason=reason,
-            prompt_eval_count=n_evaluated,
-            prompt_eval_duration_ns=prompt_ns,
-            eval_count=len(generated),
-            eval_duration_ns=time.perf_counter_ns() - started,
-            generated=tuple(generated),
-            context=tuple(session.tokens),
+        ids = list(prompt)
+        return Generation(
+            session,
+            self.tokenizer,
+            ids,
+            lambda: self._prefill(session, ids),
+            options,
+            num_predict,
+            stop,
+            cancel,
         )
+
+    def decode_step(self, generations: Sequence[Generation]) -> list[list[Piece | Done]]:
+        """Advance every unfinished generation by one token with one batched forward pass.
+
+        Each generation must have its own session. Returns each one's events, in order
+        (an empty list for those that had already finished).
+        """
+        active = [g for g in generations if g.next_token is not None]
+        if not active:
+            return [[] for _ in generations]
+        tokens = np.array([g.next_token for g in active])  # (B,)
+        logits = self.model.forward_batch(tokens, [g.session.cache for g in active])  # (B, V)
+        events = {id(g): g.advance(row) for g, row in zip(active, logits, strict=True)}
+        return [events.get(id(g), []) for g in generations]
 
     def _prefill(self, session: Session, prompt: list[int]) -> tuple[np.ndarray, int]:
         """Bring the session's cache to hold `prompt`, reusing its common prefix.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from corral.runtime.arch.ops import attend
 
 
 class ContextFull(ValueError):
@@ -36,3 +40,40 @@ class KVCache:
     def truncate(self, length: int) -> None:
         """Forget positions from `length` on (their slots are overwritten later)."""
         self.length = min(self.length, length)
+
+
+class SequenceKV:
+    """Attention for T consecutive tokens of one sequence, after its cache's length."""
+
+    def __init__(self, cache: KVCache) -> None:
+        self.cache = cache
+        self.pos = cache.length
+
+    def attend(
+        self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int
+    ) -> np.ndarray:
+        """q (T, H, D), k and v (T, KV, D) -> (T, H*D); stores k and v in the cache."""
+        keys, values = self.cache.store(layer, self.pos, k, v)  # (KV, pos+T, D) each
+        return attend(q, keys, values, self.pos, scale, window)
+
+
+class BatchKV:
+    """Attention for one new token in each of B sequences, each with its own cache.
+
+    The projections around attention run batched over the B rows; attention
+    itself runs per sequence, since each has its own length and keys.
+    """
+
+    def __init__(self, caches: Sequence[KVCache]) -> None:
+        self.caches = caches
+        self.positions = [c.length for c in caches]
+
+    def attend(
+        self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int
+    ) -> np.ndarray:
+        """q (B, H, D), k and v (B, KV, D) -> (B, H*D)."""
+        out = np.empty((q.shape[0], q.shape[1] * q.shape[2]), dtype=np.float32)
+        for b, (cache, pos) in enumerate(zip(self.caches, self.positions, strict=True)):
+            keys, values = cache.store(layer, pos, k[b : b + 1], v[b : b + 1])
+            out[b] = attend(q[b : b + 1], keys, values, pos, scale, window)[0]
+        return out

@@ -34,7 +34,7 @@ from corral.runtime.arch.llama import (
 )
 from corral.runtime.arch.ops import Rotation, gelu_tanh, rms_norm, rotation
 from corral.runtime.gguf import GGUFFile
-from corral.runtime.kv_cache import KVCache
+from corral.runtime.kv_cache import BatchKV, SequenceKV
 
 SWA_PATTERN = 6  # llama.cpp: layer i slides when i % 6 < 5
 ROPE_BASE_LOCAL = 10000.0  # sliding-window layers (HF: rope_local_base_freq)
@@ -91,20 +91,20 @@ class Gemma3(Llama):
         cap = np.float32(self.config.logit_softcap)
         return cap * np.tanh(logits / cap) if cap > 0 else logits
 
-    def rotations(self, pos: int, t: int) -> Sequence[Rotation]:
-        local = rotation(self.local_inv_freq, pos, t)
-        full = rotation(self.weights.rope_inv_freq, pos, t)
+    def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
+        local = rotation(self.local_inv_freq, positions)
+        full = rotation(self.weights.rope_inv_freq, positions)
         return [local if self.config.is_local(i) else full for i in range(self.config.n_layers)]
 
     def window(self, i: int) -> int:
         return self.config.sliding_window if self.config.is_local(i) else 0
 
     def block(
-        self, i: int, layer: LayerWeights, x: np.ndarray, cache: KVCache, pos: int, rot: Rotation
+        self, i: int, layer: LayerWeights, x: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
     ) -> np.ndarray:
         eps = self.config.rms_eps
         h = rms_norm(x, layer.attn_norm, eps)
-        attn = self.attention(i, layer, h, cache, pos, rot) @ layer.wo.T  # (T, d)
+        attn = self.attention(i, layer, h, kv, rot) @ layer.wo.T  # (T, d)
         x = x + rms_norm(attn, layer.attn_post_norm, eps)
         h = rms_norm(x, layer.ffn_norm, eps)
         return x + rms_norm(self.ffn(layer, h), layer.ffn_post_norm, eps)

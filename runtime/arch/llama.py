@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from corral.runtime.arch.ops import ROPE_STYLES, Rotation, attend, rms_norm, rotation, silu
+from corral.runtime.arch.ops import ROPE_STYLES, Rotation, rms_norm, rotation, silu
 from corral.runtime.gguf import GGUFError, GGUFFile
-from corral.runtime.kv_cache import KVCache
+from corral.runtime.kv_cache import BatchKV, KVCache, SequenceKV
 
 ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
 # LayerWeights fields of per-head query/key RMSNorms and their tensors (qwen3, gemma3).
@@ -240,11 +240,28 @@ class Llama:
         """The last layer's output (T, d) for `tokens` (T,); advances the cache by T.
         `logits(hidden(...))` gives every position's logits (teacher forcing, perplexity)."""
         pos = cache.length
-        x = self.embed(tokens)  # (T, d)
-        rotations = self.rotations(pos, tokens.shape[0])
-        for i, layer in enumerate(self.weights.layers):
-            x = self.block(i, layer, x, cache, pos, rotations[i])
+        x = self.run_layers(tokens, SequenceKV(cache), np.arange(pos, pos + tokens.shape[0]))
         cache.length = pos + tokens.shape[0]
+        return x
+
+    def forward_batch(self, tokens: np.ndarray, caches: Sequence[KVCache]) -> np.ndarray:
+        """One decoding step of B independent sequences: token b (B,) runs after caches[b]'s
+        current length. Every weight matrix is read once for the whole batch. Returns the
+        logits (B, V) and advances each cache by one."""
+        positions = np.array([c.length for c in caches])  # (B,)
+        x = self.run_layers(tokens, BatchKV(caches), positions)  # (B, d)
+        for cache in caches:
+            cache.length += 1
+        return self.logits(x)
+
+    def run_layers(
+        self, tokens: np.ndarray, kv: SequenceKV | BatchKV, positions: np.ndarray
+    ) -> np.ndarray:
+        """Embed `tokens` (T,) at `positions` (T,) and run every block: (T, d)."""
+        x = self.embed(tokens)  # (T, d)
+        rotations = self.rotations(positions)
+        for i, layer in enumerate(self.weights.layers):
+            x = self.block(i, layer, x, kv, rotations[i])
         return x
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
@@ -254,15 +271,15 @@ class Llama:
         x = rms_norm(x, self.weights.out_norm, self.config.rms_eps)  # (N, d)
         return x @ self.weights.output.T  # (N, V)
 
-    def rotations(self, pos: int, t: int) -> Sequence[Rotation]:
-        """The RoPE (cos, sin) tables of positions pos..pos+t-1, one per layer."""
-        return [rotation(self.weights.rope_inv_freq, pos, t)] * self.config.n_layers
+    def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
+        """The RoPE (cos, sin) tables of `positions` (T,), one per layer."""
+        return [rotation(self.weights.rope_inv_freq, positions)] * self.config.n_layers
 
     def block(
-        self, i: int, layer: LayerWeights, x: np.ndarray, cache: KVCache, pos: int, rot: Rotation
+        self, i: int, layer: LayerWeights, x: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
     ) -> np.ndarray:
         h = rms_norm(x, layer.attn_norm, self.config.rms_eps)
-        x = x + self.attention(i, layer, h, cache, pos, rot) @ layer.wo.T
+        x = x + self.attention(i, layer, h, kv, rot) @ layer.wo.T
         h = rms_norm(x, layer.ffn_norm, self.config.rms_eps)
         return x + self.ffn(layer, h)
 
@@ -288,12 +305,11 @@ class Llama:
         return q, k, v
 
     def attention(
-        self, i: int, layer: LayerWeights, h: np.ndarray, cache: KVCache, pos: int, rot: Rotation
+        self, i: int, layer: LayerWeights, h: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
     ) -> np.ndarray:
         q, k, v = self.qkv(layer, h)
         q, k = self.rope(q, rot), self.rope(k, rot)
-        keys, values = cache.store(i, pos, k, v)  # (KV, S, D) each, S = pos + T
-        return attend(q, keys, values, pos, self.config.attn_scale, self.window(i))
+        return kv.attend(i, q, k, v, self.config.attn_scale, self.window(i))  # (T, H*D)
 
     def window(self, i: int) -> int:
         """Layer i's sliding attention window in tokens; 0 attends to every earlier token."""

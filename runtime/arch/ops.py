@@ -42,10 +42,10 @@ def softmax_inplace(x: np.ndarray) -> np.ndarray:
 # ----- RoPE ----------------------------------------------------------------
 
 
-def rotation(inv_freq: np.ndarray, pos: int, t: int) -> Rotation:
-    """cos and sin of position * frequency for positions pos..pos+t-1."""
-    positions = np.arange(pos, pos + t, dtype=np.float64)
-    angles = np.outer(positions, inv_freq)  # (T, rope_dim/2)
+def rotation(inv_freq: np.ndarray, positions: np.ndarray) -> Rotation:
+    """cos and sin of position * frequency for each of `positions` (T,): one row per token,
+    so the rows of a batch may sit at different positions."""
+    angles = np.outer(positions.astype(np.float64), inv_freq)  # (T, rope_dim/2)
     return (
         np.cos(angles).astype(np.float32)[:, None, :],  # (T, 1, rope_dim/2)
         np.sin(angles).astype(np.float32)[:, None, :],

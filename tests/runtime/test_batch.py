@@ -1,0 +1,80 @@
+"""Batched decoding: one forward step advances several sessions, each at its own position."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corral.runtime.engine import Done, Engine, Piece
+from corral.runtime.sampling import SamplerOptions
+from tiny import write_tiny_llama
+from tiny_archs import TinyShape, write_tiny_arch
+
+PROMPTS = ["the cat sat", "on the mat and then", "a", "there were three of them"]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3"])
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "llama":
+        return Engine.load(write_tiny_llama(folder / "m.gguf", weight_type="Q8_0"))
+    shape = TinyShape(sliding_window=3) if request.param == "gemma3" else None
+    return Engine.load(write_tiny_arch(folder / "m.gguf", request.param, shape))
+
+
+def test_forward_batch_equals_one_sequence_at_a_time(engine: Engine) -> None:
+    model = engine.model
+    prompts = [engine.tokenizer.encode(p) for p in PROMPTS]
+    solo, batched = [], []
+    for ids in prompts:  # different lengths: each row sits at its own position
+        cache = model.new_cache(64)
+        model.forward(np.array(ids), cache)
+        solo.append(model.forward(np.array([7]), cache))
+    caches = [model.new_cache(64) for _ in prompts]
+    for ids, cache in zip(prompts, caches, strict=True):
+        model.forward(np.array(ids), cache)
+    batched = model.forward_batch(np.array([7] * len(prompts)), caches)  # (B, V)
+    np.testing.assert_allclose(batched, np.stack(solo), atol=2e-4, rtol=1e-4)
+    assert [c.length for c in caches] == [len(p) + 1 for p in prompts]
+
+
+def drive_batch(engine: Engine, n: int) -> list[tuple[str, Done]]:
+    gens = [
+        engine.start_generation(
+            engine.new_session(), engine.tokenizer.encode(p), SamplerOptions.greedy(), n
+        )
+        for p in PROMPTS
+    ]
+    events = [g.start() for g in gens]
+    while any(g.next_token is not None for g in gens):
+        for mine, new in zip(events, engine.decode_step(gens), strict=True):
+            mine.extend(new)
+    out = []
+    for evs in events:
+        assert isinstance(evs[-1], Done)
+        out.append(("".join(e.text for e in evs if isinstance(e, Piece)), evs[-1]))
+    return out
+
+
+def test_decode_step_gives_the_same_tokens_as_generate(engine: Engine) -> None:
+    batched = drive_batch(engine, 12)
+    for prompt, (text, done) in zip(PROMPTS, batched, strict=True):
+        events = list(
+            engine.generate(
+                engine.new_session(), engine.tokenizer.encode(prompt), SamplerOptions.greedy(), 12
+            )
+        )
+        assert events[-1].generated == done.generated
+        assert "".join(e.text for e in events if isinstance(e, Piece)) == text
+
+
+@pytest.mark.slow
+def test_real_model_batch_matches_single_streams(smollm2_path: Path) -> None:
+    engine = Engine.load(smollm2_path)
+    batched = drive_batch(engine, 16)
+    for prompt, (_, done) in zip(PROMPTS, batched, strict=True):
+        ids = engine.tokenizer.encode(prompt)
+        single = list(engine.generate(engine.new_session(), ids, SamplerOptions.greedy(), 16))
+        assert single[-1].generated == done.generated
