@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ main.add_command(list_models, "ls")
 @main.command()
 @click.argument("model")
 @click.option("--license", "part", flag_value="license", help="Show the license.")
-@click.option("--modelfile", "part", flag_value="modelfile", help="Show the manifest.")
+@click.option("--modelfile", "part", flag_value="modelfile", help="Show the YAML Modelfile.")
 @click.option("--parameters", "part", flag_value="parameters", help="Show the parameters.")
 @click.option("--system", "part", flag_value="system", help="Show the system prompt.")
 @click.option("--template", "part", flag_value="template", help="Show the chat template.")
@@ -138,11 +139,32 @@ main.add_command(list_models, "ls")
 @JSON_OPTION
 def show(model: str, part: str | None, verbose: bool, as_json: bool) -> None:
     """Show a model's architecture, size, parameters and license."""
-    info = connect().show(model, verbose=verbose)
+    syntax = "yaml" if part == "modelfile" else None  # the YAML that recreates it
+    info = connect().show(model, verbose=verbose, modelfile_format=syntax)
     if as_json:
         echo_json(info)
     else:
         click.echo(getattr(info, part) if part else render_show(info))
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "-f", "--file", "path", default="Modelfile", show_default=True,
+    help="The Modelfile: corral's YAML or Ollama's syntax (FROM, PARAMETER, ...).",
+)  # fmt: skip
+@click.option("-q", "--quantize", help="Quantize the model to this type (Q4_K_M, Q8_0, ...).")
+def create(model: str, path: str, quantize: str | None) -> None:
+    """Create a model from a Modelfile."""
+    file = Path(os.path.abspath(os.path.expanduser(path)))
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise click.ClickException(f"Modelfile {path} not found: name one with -f FILE") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"cannot read the Modelfile {path}: {e}") from None
+    events = connect().create(model, modelfile=text, path=str(file), quantize=quantize)
+    follow_progress(events)
 
 
 @main.command()
@@ -238,12 +260,15 @@ def absolute_if_path(name: str) -> str:
 
 
 def pull_with_progress(client: Client, model: str) -> None:
-    with PullDisplay() as display:
-        events = client.pull(model)
-        with contextlib.closing(events):
-            last: ProgressResponse | None = None
-            for last in events:
-                display.update(last)
+    follow_progress(client.pull(model))
+
+
+def follow_progress(events: Iterator[ProgressResponse]) -> None:
+    """Show a pull's or create's progress events; "success" when it ends so."""
+    with PullDisplay() as display, contextlib.closing(events):
+        last: ProgressResponse | None = None
+        for last in events:
+            display.update(last)
     if last is not None and last.status == "success":
         click.echo("success", err=True)
 

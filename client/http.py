@@ -17,18 +17,16 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar, overload
 
 from corral.client.api import (
     ENV_API_TOKEN,
-    ENV_HOST,
     ChatRequest,
     ChatResponse,
     CopyRequest,
+    CreateRequest,
     DeleteRequest,
     EmbeddingsRequest,
     EmbeddingsResponse,
@@ -46,9 +44,9 @@ from corral.client.api import (
     ShowResponse,
     VersionResponse,
     Wire,
-    default_socket_path,
-    parse_host,
 )
+from corral.client.endpoint import Endpoint
+from corral.client.endpoint import UnixHTTPConnection as UnixHTTPConnection  # re-exported
 
 W = TypeVar("W", bound=Wire)
 PING_TIMEOUT = 2.0
@@ -71,52 +69,6 @@ class ResponseError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix domain socket."""
-
-    def __init__(self, path: Path, timeout: float | None = None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(os.fspath(self.socket_path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where the daemon listens: a Unix socket path, or a TCP host and port."""
-
-    socket_path: Path | None = None
-    host: str = ""
-    port: int = 0
-
-    @classmethod
-    def resolve(cls, host: str | None = None, environ: Mapping[str, str] = os.environ) -> Endpoint:
-        """`host` (a socket path, unix:PATH or host:port), else CORRAL_HOST, else the socket."""
-        text = host or environ.get(ENV_HOST, "")
-        if not text:
-            return cls(socket_path=default_socket_path(environ))
-        if text.startswith(("unix:", "/")):
-            return cls(socket_path=Path(text.removeprefix("unix:").removeprefix("//")))
-        name, port = parse_host(text)
-        return cls(host=name, port=port)
-
-    def connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        if self.socket_path is not None:
-            return UnixHTTPConnection(self.socket_path, timeout=timeout)
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-
-    def __str__(self) -> str:
-        return str(self.socket_path) if self.socket_path else f"http://{self.host}:{self.port}"
 
 
 class Client:
@@ -147,8 +99,11 @@ class Client:
     def list(self) -> ListResponse:
         return self._call("GET", "/api/tags", None, ListResponse)
 
-    def show(self, model: str, *, verbose: bool = False) -> ShowResponse:
-        request = ShowRequest(model=model, verbose=verbose)
+    def show(
+        self, model: str, *, verbose: bool = False, modelfile_format: str | None = None
+    ) -> ShowResponse:
+        """`modelfile_format="yaml"`: the answer's `modelfile` in corral's YAML."""
+        request = ShowRequest(model=model, verbose=verbose, modelfile_format=modelfile_format)
         return self._call("POST", "/api/show", request, ShowResponse)
 
     def delete(self, model: str) -> None:
@@ -226,6 +181,41 @@ class Client:
         request = PullRequest(model=model, stream=stream)
         return self._maybe_stream("/api/pull", request, ProgressResponse)
 
+    def create(
+        self,
+        model: str,
+        *,
+        from_: str | None = None,
+        files: Mapping[str, str] | None = None,
+        quantize: str | None = None,
+        template: str | None = None,
+        system: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        messages: Sequence[Message | Mapping[str, Any]] | None = None,
+        license: str | Sequence[str] | None = None,
+        modelfile: str | None = None,
+        path: str | None = None,
+        stream: bool = True,
+    ) -> Any:
+        """Build a model `from_` a base (Ollama's /api/create): progress events, or the last
+        one with `stream=False`. `modelfile` is a Modelfile's text (YAML or Ollama's syntax),
+        `path` where it lives (relative paths in FROM are taken from its folder)."""
+        request = CreateRequest(
+            model=model,
+            from_=from_,
+            files=dict(files) if files else None,
+            quantize=quantize,
+            template=template,
+            system=system,
+            parameters=dict(parameters) if parameters is not None else None,
+            messages=None if messages is None else _messages(messages),
+            license=license if license is None or isinstance(license, str) else tuple(license),
+            modelfile=modelfile,
+            path=path,
+            stream=stream,
+        )
+        return self._maybe_stream("/api/create", request, ProgressResponse)
+
     @overload
     def generate(
         self, model: str, prompt: str = ..., *, stream: Literal[True] = ..., **kw: Any
@@ -285,10 +275,9 @@ class Client:
         options: Options | Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
     ) -> Any:
-        turns = tuple(m if isinstance(m, Message) else Message.from_dict(m) for m in messages)
         request = ChatRequest(
             model=model,
-            messages=turns,
+            messages=_messages(messages),
             stream=stream,
             options=_options(options),
             keep_alive=keep_alive,
@@ -355,6 +344,10 @@ def _options(options: Options | Mapping[str, Any] | None) -> Options | None:
     if options is None or isinstance(options, Options):
         return options
     return Options.from_dict(dict(options))
+
+
+def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+    return tuple(m if isinstance(m, Message) else Message.from_dict(m) for m in messages)
 
 
 def _file_digest(path: Path) -> str:

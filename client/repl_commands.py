@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from corral.client.api import Options, ShowResponse, WireError
-from corral.client.http import Client, ResponseError
+from corral.client.http import ResponseError
 from corral.client.show import render_show
 
 if TYPE_CHECKING:
@@ -58,8 +58,6 @@ SHOW_HELP = """Available Commands:
   /show parameters   Show parameters for this model
   /show system       Show system message
   /show template     Show prompt template"""
-
-NO_CREATE = "/save needs the daemon's /api/create, which this corral does not have yet"
 
 
 def say(repl: Repl, text: str) -> bool:
@@ -190,33 +188,26 @@ def _load(repl: Repl, text: str) -> bool:
 
 
 def _save(repl: Repl, text: str) -> bool:
-    """The conversation, system message and parameters as a new model (Ollama's /save)."""
+    """The conversation, system message and parameters as a new model (Ollama's /save).
+
+    The new model starts from the current one; its example messages are the current
+    model's followed by this chat's, so it opens where this conversation is."""
     name = text.strip()
     if not name:
         return say(repl, "Usage:\n  /save <modelname>")
-    body: dict[str, Any] = {
-        "model": name,
-        "from": repl.model,
-        "messages": [m.to_dict() for m in repl.history],
-        "stream": False,
-    }
-    if repl.system:
-        body["system"] = repl.system
-    if repl.options:
-        body["parameters"] = repl.options
     try:
-        create(repl.client, body)
+        examples = repl.client.show(repl.model).messages
+        repl.client.create(
+            name,
+            from_=repl.model,
+            system=repl.system,
+            parameters=repl.options or None,
+            messages=[*examples, *repl.history],
+            stream=False,
+        )
     except ResponseError as e:
-        missing = e.status in (404, 405) and "/api/create" in e.message
-        return say(repl, f"Error: {NO_CREATE if missing else e.message}")
+        return say(repl, f"Error: {e.message}")
     return say(repl, f"Created new model '{name}'")
-
-
-def create(client: Client, body: dict[str, Any]) -> None:
-    """POST /api/create (no wire type or Client method for it yet)."""
-    payload = json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"}
-    client._close(*client._send_raw("POST", "/api/create", payload, headers))
 
 
 # ----- the rest --------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from corral.daemon import (
+    routes_create,
     routes_embed,
     routes_generate,
     routes_manage,
@@ -37,6 +38,7 @@ ROUTE_TABLES = (
     routes_generate.routes,
     routes_embed.routes,
     routes_manage.routes,
+    routes_create.routes,
     routes_openai.routes,
 )
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # long conversations; blob uploads stream, unbounded

@@ -1,4 +1,8 @@
-"""Model management: GET /api/tags, POST /api/show, DELETE /api/delete, POST /api/pull."""
+"""Model management: GET /api/tags, POST /api/show, DELETE /api/delete, POST /api/pull.
+
+/api/show's `modelfile` is Ollama's classic text, or corral's YAML when the request
+asks for `modelfile_format: "yaml"` (what `corral show --modelfile` prints).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from corral.client.api import (
     DeleteRequest,
     ListModelResponse,
     ListResponse,
+    Message,
     ModelDetails,
     ProgressResponse,
     PullRequest,
@@ -23,9 +28,11 @@ from corral.client.api import (
     Wire,
     format_time,
 )
+from corral.daemon.errors import RequestError
 from corral.daemon.state import STATE, DaemonState
 from corral.daemon.wire_io import json_response, read_request, stream_ndjson
 from corral.daemon.worker import Emit, events_from_thread
+from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
 from corral.registry.store import InstalledModel
 from corral.runtime.gguf import GGUFFile
@@ -39,6 +46,8 @@ BULKY_KEYS = frozenset(
 )
 HIDDEN_KEYS = frozenset({"tokenizer.chat_template"})  # sent as `template` instead
 PARAMETER_NAME_WIDTH = 30  # Ollama's `%-30s` in /api/show's parameters
+# /api/show's `modelfile_format` -> how the Modelfile is written (Ollama's clients: classic)
+MODELFILE_FORMATS = {"ollama": to_classic, "yaml": to_yaml}
 
 
 @routes.get("/api/tags")
@@ -50,18 +59,24 @@ async def tags_handler(request: web.Request) -> web.Response:
 @routes.post("/api/show")
 async def show_handler(request: web.Request) -> web.Response:
     req = await read_request(request, ShowRequest)
+    render = MODELFILE_FORMATS.get(req.modelfile_format or "ollama")
+    if render is None:
+        known = " or ".join(f"'{k}'" for k in MODELFILE_FORMATS)
+        raise RequestError(f"field 'modelfile_format' must be {known}")
     model = await request.app[STATE].resolve(req.model)
     metadata = await asyncio.to_thread(_model_info, model, req.verbose)
     manifest = model.manifest
+    examples = manifest.messages
     return json_response(
         ShowResponse(
             license=manifest.license or "",
-            modelfile=manifest.to_yaml(),
+            modelfile=render(model),
             parameters=format_parameters(manifest.parameters),
             template=manifest.template or str(metadata.get("tokenizer.chat_template") or ""),
             system=manifest.system or "",
             details=details_of(model),
             model_info={k: v for k, v in metadata.items() if k not in HIDDEN_KEYS},
+            messages=tuple(Message(role=m["role"], content=m["content"]) for m in examples),
             capabilities=("completion",),
             modified_at=format_time(model.modified_at),
         )

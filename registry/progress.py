@@ -11,10 +11,12 @@ class PullProgress:
     """One event: `status` always; `digest`, `total` and `completed` while bytes move.
 
     Statuses: "pulling manifest", "pulling <12 hex>", "copying <file>",
-    "extracting <file>", "verifying sha256 digest", "converting to GGUF [type]",
-    "quantizing to <type>", "writing model file", "writing manifest",
+    "extracting <file>", "assembling part <i>/<n>", "verifying sha256 digest",
+    "converting to GGUF [type]", "quantizing to <type>", "writing model file", "writing manifest",
     "success", and one "<why a source failed>, trying <next source>" line
-    when a source fails over to the next.
+    when a source fails over to the next. A create (create.py) adds Ollama's
+    "using existing layer <digest>", "quantizing <type> model to <type>" and
+    "creating new layer <digest>".
     """
 
     status: str

@@ -8,7 +8,7 @@ sides must agree. This package imports nothing of corral outside itself.
 
     codec.py      Wire base class, WireError, the type-checked JSON codec
     bodies.py     the request and response dataclasses, Options
-    models.py     /api/copy and /api/ps
+    models.py     /api/create, /api/copy and /api/ps
     embedding.py  /api/embed and /api/embeddings
     openai_bodies.py  the OpenAI-compatible /v1 bodies (imported as a module)
     values.py     durations (keep_alive) and timestamps
@@ -53,7 +53,12 @@ from corral.client.api.locations import (
     default_socket_path,
     parse_host,
 )
-from corral.client.api.models import CopyRequest, ProcessModelResponse, ProcessResponse
+from corral.client.api.models import (
+    CopyRequest,
+    CreateRequest,
+    ProcessModelResponse,
+    ProcessResponse,
+)
 from corral.client.api.values import format_time, now_rfc3339, parse_duration, parse_time
 
 __all__ = [
@@ -67,6 +72,7 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "CopyRequest",
+    "CreateRequest",
     "DeleteRequest",
     "EmbedRequest",
     "EmbedResponse",

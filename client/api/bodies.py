@@ -110,6 +110,8 @@ class ShowRequest(Wire):
     _ALIASES: ClassVar[Mapping[str, str]] = {"name": "model"}
     model: str = ""
     verbose: bool = False
+    # corral's own: the syntax of the answer's `modelfile`, "ollama" (default) or "yaml"
+    modelfile_format: str | None = None
 
 
 @wire

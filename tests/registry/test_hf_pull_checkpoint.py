@@ -13,7 +13,6 @@ from pathlib import Path
 
 import huggingface_hub as hf
 import pytest
-from hub_server import LocalHub
 
 from corral.registry.errors import CorruptModel, PullCancelled, SourceError, SourceUnreachable
 from corral.registry.progress import PullProgress
@@ -22,6 +21,7 @@ from corral.registry.store import Store
 from corral.runtime.engine import Done, Engine
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.sampling import SamplerOptions
+from hub_server import LocalHub
 
 REPO = "test-org/tiny-llama"
 SPEC = f"hf://{REPO}"

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hub_server import LocalHub
 
 from corral.registry.errors import CorruptModel, SourceError, SourceUnreachable
 from corral.registry.pull import pull, pull_target
 from corral.registry.sources import is_direct_source
 from corral.registry.sources.hf_pick import pick_gguf, quant_of
 from corral.registry.store import Store
+from hub_server import LocalHub
 
 REPO = "test-org/Tiny-GGUF"
 QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_S", "F16")

@@ -12,9 +12,6 @@ from pathlib import Path
 import huggingface_hub.constants
 import numpy as np
 import pytest
-from hf_checkpoint import SMOLLM2_REPO, smollm2_checkpoint
-from hub_server import LocalHub
-from llamacpp_ref import EXACT, LlamaCpp
 
 import assets
 from corral.registry.convert import Checkpoint, convert_checkpoint
@@ -24,6 +21,9 @@ from corral.registry.store import InstalledModel, Store
 from corral.runtime.engine import Done, Engine
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.sampling import SamplerOptions
+from hf_checkpoint import SMOLLM2_REPO, smollm2_checkpoint
+from hub_server import LocalHub
+from llamacpp_ref import EXACT, LlamaCpp
 
 pytestmark = pytest.mark.slow
 

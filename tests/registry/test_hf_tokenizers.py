@@ -13,8 +13,6 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from hf_checkpoint import tokenizer_files
-from spm_model import spm_model
 
 import assets
 from corral.registry.convert import Checkpoint
@@ -25,6 +23,8 @@ from corral.registry.errors import SourceError
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.tokenizer import load_tokenizer
 from corral.runtime.tokenizer.pretokenize import pre_tokenizer
+from hf_checkpoint import tokenizer_files
+from spm_model import spm_model
 
 BPE = ["gpt-2", "llama-bpe", "qwen2", "starcoder"]
 
