@@ -19,6 +19,8 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+ENDLESS_EMBEDDING = 40.0  # dimension 0 of every token embedding, with endless=True
+ENDLESS_SPECIAL_LOGIT = -20.0  # dimension 0 of the special tokens' output rows
 MERGES = ("Ġ t", "h e", "Ġt he", "i n", "e r", "Ġ a", "o n", "r e", "Ġ s", "a t")
 
 
@@ -58,8 +60,15 @@ def write_tiny_llama(
     context_length: int = 256,
     weight_type: str = "F32",
     seed: int = 0,
+    endless: bool = False,
 ) -> Path:
-    """Write a tiny llama GGUF to `path`; 2-D weights use `weight_type` (F32, F16, Q8_0, ...)."""
+    """Write a tiny llama GGUF to `path`; 2-D weights use `weight_type` (F32, F16, Q8_0, ...).
+
+    `endless`: the model can never pick a special token, so it never ends a generation
+    by itself (for tests of streams that run until cancelled). Every embedding carries a
+    large constant in dimension 0, which keeps that dimension of the residual stream
+    positive, and the special tokens' output rows are strongly negative there.
+    """
     rng = np.random.default_rng(seed)
     tokens, types, merges = tiny_vocab()
     head_dim = d_model // n_heads
@@ -89,6 +98,10 @@ def write_tiny_llama(
 
     def matrix(name: str, rows: int, cols: int) -> None:
         data = (rng.standard_normal((rows, cols)) * 0.2).astype(np.float32)
+        if endless and name == "token_embd.weight":
+            data[:, 0] = ENDLESS_EMBEDDING
+        if endless and name == "output.weight":
+            data[: len(SPECIALS), 0] = ENDLESS_SPECIAL_LOGIT
         if qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, data)
         else:

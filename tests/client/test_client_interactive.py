@@ -68,7 +68,7 @@ def test_slash_commands_and_ctrl_d(terminal, tiny: str) -> None:
 
 def test_ctrl_c_stops_the_answer_but_not_the_chat(terminal, daemon: Daemon, tmp_path: Path) -> None:
     # A recipe whose defaults make answers run on: greedy, with a huge context window.
-    path = write_tiny_llama(tmp_path / "chatty.gguf", context_length=131072)
+    path = write_tiny_llama(tmp_path / "chatty.gguf", context_length=131072, endless=True)
     recipes = daemon.home / "Modelfiles"
     recipes.mkdir(exist_ok=True)
     (recipes / "chatty.yaml").write_text(

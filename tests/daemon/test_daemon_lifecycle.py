@@ -25,7 +25,9 @@ ENDLESS = {"num_ctx": 100_000, "num_predict": -1, "temperature": 0.8, "seed": 1}
 @pytest.fixture(scope="module")
 def long_model(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny model with a huge context window, for generations that do not end alone."""
-    path = write_tiny_llama(tmp_path_factory.mktemp("long") / "long.gguf", context_length=131072)
+    path = write_tiny_llama(
+        tmp_path_factory.mktemp("long") / "long.gguf", context_length=131072, endless=True
+    )
     daemon.client.pull(str(path), stream=False)
     return LONG_NAME
 
@@ -172,7 +174,7 @@ def test_the_event_loop_answers_while_a_model_generates(daemon: Daemon, long_mod
 
 
 def test_sigterm_cuts_running_streams_short_and_exits(own_daemon: Daemon, tmp_path: Path) -> None:
-    path = write_tiny_llama(tmp_path / "long.gguf", context_length=131072)
+    path = write_tiny_llama(tmp_path / "long.gguf", context_length=131072, endless=True)
     own_daemon.client.pull(str(path), stream=False)
     sock, received = start_stream(own_daemon, LONG_NAME)
     own_daemon.process.send_signal(15)

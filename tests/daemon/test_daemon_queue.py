@@ -27,7 +27,7 @@ BOUNDED = {"num_ctx": 100_000, "num_predict": 3, "seed": 1}
 def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One request at a time per model, at most one waiting; a model that talks forever."""
     folder = tmp_path_factory.mktemp("queue")
-    model = write_tiny_llama(folder / "long.gguf", context_length=131072)
+    model = write_tiny_llama(folder / "long.gguf", context_length=131072, endless=True)
     with Daemon.start_in(folder / "home", CORRAL_NUM_PARALLEL="1", CORRAL_MAX_QUEUE="1") as d:
         d.client.pull(str(model), stream=False)
         yield d
@@ -109,7 +109,7 @@ def test_a_model_bigger_than_the_memory_budget_is_refused(tmp_path: Path) -> Non
 
 
 def test_parallel_slots_answer_two_streams_at_once(tmp_path: Path) -> None:
-    model = write_tiny_llama(tmp_path / "long.gguf", context_length=131072)
+    model = write_tiny_llama(tmp_path / "long.gguf", context_length=131072, endless=True)
     with Daemon.start_in(tmp_path / "home", CORRAL_NUM_PARALLEL="2") as daemon:
         daemon.client.pull(str(model), stream=False)
         daemon.client.generate(LONG_NAME, "", options=ENDLESS, stream=False)  # load it

@@ -168,7 +168,7 @@ def test_killing_the_daemon_mid_generation_leaves_a_store_the_next_daemon_serves
     tmp_path: Path,
 ) -> None:
     home = tmp_path / "home"
-    model = write_tiny_llama(tmp_path / "long.gguf", context_length=131072)
+    model = write_tiny_llama(tmp_path / "long.gguf", context_length=131072, endless=True)
     daemon = Daemon.start_in(home)
     try:
         daemon.client.pull(str(model), stream=False)
