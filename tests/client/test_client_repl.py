@@ -64,9 +64,10 @@ def test_a_triple_quoted_block_is_one_message(chat: Terminal, daemon: Daemon) ->
 def test_set_parameter_applies_to_the_next_answers(chat: Terminal, daemon: Daemon) -> None:
     assert "Set parameter 'temperature' to '0'" in command(chat, "/set parameter temperature 0")
     assert "Set parameter 'num_predict' to '2'" in command(chat, "/set parameter num_predict 2")
-    ended = daemon.log().count("after 2 tokens")
+    two_tokens = "generation ended (length) after 2 tokens"
+    ended = daemon.log().count(two_tokens)
     ask(chat, daemon, "Tell me a story")
-    daemon.wait_for_log("generation ended (length) after 2 tokens", ended + 1)
+    daemon.wait_for_log(two_tokens, ended + 1)
     shown = command(chat, "/show parameters")
     assert "User defined parameters:" in shown and "num_predict" in shown
     assert "Unknown parameter 'bogus'" in command(chat, "/set parameter bogus 1")
