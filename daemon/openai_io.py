@@ -10,7 +10,6 @@ with `data: [DONE]`; an error after the first event is a last
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TypeVar
@@ -20,6 +19,7 @@ from aiohttp import web
 from corral.client.api import Wire
 from corral.client.api.openai_bodies import ErrorDetail, OpenAIErrorResponse
 from corral.daemon.errors import Handler, error_body
+from corral.daemon.wire_io import stream_frames
 from corral.registry.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
@@ -85,29 +85,11 @@ async def stream_sse(
     request: web.Request, events: AsyncIterator[E], translate: Callable[[E], Iterable[Wire]]
 ) -> web.StreamResponse:
     """Send each native event's translation as SSE, then `[DONE]`; closes `events`."""
-    response = web.StreamResponse(headers=SSE_HEADERS)
-    async with contextlib.aclosing(events):
-        try:
-            async for event in events:
-                if not response.prepared:
-                    await response.prepare(request)
-                try:
-                    for body in translate(event):
-                        await response.write(_event(body))
-                except ConnectionResetError:
-                    log.info("%s %s: client went away, stopping", request.method, request.path)
-                    return response
-        except Exception as e:
-            if not response.prepared:
-                raise
-            _, detail = detail_of(e)
-            with contextlib.suppress(ConnectionResetError):
-                await response.write(_event(OpenAIErrorResponse(error=detail)))
-                await response.write_eof()
-            return response
-    if not response.prepared:
-        await response.prepare(request)
-    with contextlib.suppress(ConnectionResetError):
-        await response.write(DONE)
-        await response.write_eof()
-    return response
+    return await stream_frames(
+        request,
+        SSE_HEADERS,
+        events,
+        lambda event: [_event(body) for body in translate(event)],
+        lambda e: _event(OpenAIErrorResponse(error=detail_of(e)[1])),
+        trailer=DONE,
+    )

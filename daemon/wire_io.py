@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TypeVar
 
 from aiohttp import web
@@ -22,6 +22,7 @@ from corral.daemon.errors import error_body
 log = logging.getLogger(__name__)
 
 W = TypeVar("W", bound=Wire)
+E = TypeVar("E")
 
 NDJSON = "application/x-ndjson"
 
@@ -42,27 +43,51 @@ def _line(body: Wire) -> bytes:
     return body.to_json().encode() + b"\n"
 
 
-async def stream_ndjson(request: web.Request, events: AsyncIterator[Wire]) -> web.StreamResponse:
-    """Send `events` as NDJSON lines, closing `events` however the stream ends."""
-    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+async def stream_frames(
+    request: web.Request,
+    headers: Mapping[str, str],
+    events: AsyncIterator[E],
+    frames: Callable[[E], Iterable[bytes]],
+    error_frame: Callable[[Exception], bytes],
+    trailer: bytes = b"",
+) -> web.StreamResponse:
+    """Send each event as its frames, then `trailer`, closing `events` however the stream
+    ends. An error before the first frame is raised (a plain error response); after it, it
+    becomes a last error frame. A client that goes away stops the stream."""
+    response = web.StreamResponse(headers=headers)
     async with contextlib.aclosing(events):
         try:
             async for event in events:
                 if not response.prepared:
                     await response.prepare(request)
                 try:
-                    await response.write(_line(event))
+                    for frame in frames(event):
+                        await response.write(frame)
                 except ConnectionResetError:
                     log.info("%s %s: client went away, stopping", request.method, request.path)
                     return response
         except Exception as e:
             if not response.prepared:
                 raise
-            _, message = error_body(e)
             with contextlib.suppress(ConnectionResetError):
-                await response.write(_line(ErrorResponse(error=message)))
+                await response.write(error_frame(e))
+                await response.write_eof()
+            return response
     if not response.prepared:
         await response.prepare(request)
     with contextlib.suppress(ConnectionResetError):
+        if trailer:
+            await response.write(trailer)
         await response.write_eof()
     return response
+
+
+async def stream_ndjson(request: web.Request, events: AsyncIterator[Wire]) -> web.StreamResponse:
+    """Send `events` as NDJSON lines; an error after the first is a last {"error"} line."""
+    return await stream_frames(
+        request,
+        {"Content-Type": NDJSON},
+        events,
+        lambda event: (_line(event),),
+        lambda e: _line(ErrorResponse(error=error_body(e)[1])),
+    )
