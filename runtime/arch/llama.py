@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from corral.runtime.arch.ops import ROPE_STYLES, Rotation, rms_norm, rotation, silu
+from corral.runtime.arch.ops import ROPE_STYLES, Rotation, linear, rms_norm, rotation, silu
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import BatchKV, KVCache, SequenceKV
 
@@ -269,7 +269,7 @@ class Llama:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         x = rms_norm(x, self.weights.out_norm, self.config.rms_eps)  # (N, d)
-        return x @ self.weights.output.T  # (N, V)
+        return linear(x, self.weights.output)  # (N, V)
 
     def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
         """The RoPE (cos, sin) tables of `positions` (T,), one per layer."""
@@ -279,20 +279,20 @@ class Llama:
         self, i: int, layer: LayerWeights, x: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
     ) -> np.ndarray:
         h = rms_norm(x, layer.attn_norm, self.config.rms_eps)
-        x = x + self.attention(i, layer, h, kv, rot) @ layer.wo.T
+        x = x + linear(self.attention(i, layer, h, kv, rot), layer.wo)
         h = rms_norm(x, layer.ffn_norm, self.config.rms_eps)
         return x + self.ffn(layer, h)
 
     def ffn(self, layer: LayerWeights, h: np.ndarray) -> np.ndarray:
-        gate_up = h @ layer.w_gate_up.T  # (T, 2F)
+        gate_up = linear(h, layer.w_gate_up)  # (T, 2F)
         f = gate_up.shape[1] // 2
-        return (silu(gate_up[:, :f]) * gate_up[:, f:]) @ layer.w_down.T  # (T, d)
+        return linear(silu(gate_up[:, :f]) * gate_up[:, f:], layer.w_down)  # (T, d)
 
     def qkv(self, layer: LayerWeights, h: np.ndarray) -> tuple[np.ndarray, ...]:
         """h: (T, d) -> q (T, H, D), k (T, KV, D), v (T, KV, D), biased and q/k-normed
         when the layer has those weights."""
         c = self.config
-        qkv = h @ layer.wqkv.T  # (T, (H + 2KV) * D)
+        qkv = linear(h, layer.wqkv)  # (T, (H + 2KV) * D)
         if layer.bqkv is not None:
             qkv += layer.bqkv
         q_end, k_end = c.n_heads * c.head_dim, (c.n_heads + c.n_kv_heads) * c.head_dim
