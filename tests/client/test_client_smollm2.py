@@ -60,6 +60,10 @@ def test_pull_run_chat_list_show_rm(smol_daemon: Daemon) -> None:
     chat = Terminal(["run", MODEL], daemon.env)
     try:
         chat.read_until(">>> ")
+        # greedy, so the answer is deterministic ("The capital of France is Paris.")
+        for setting in ("temperature 0", "repeat_penalty 1"):
+            chat.type(f"/set parameter {setting}")
+            assert "Set parameter" in chat.read_until(">>> ")
         chat.type("What is the capital of France? Answer in one word.")
         reply = chat.read_until(">>> ")
         assert "Paris" in reply
