@@ -259,6 +259,21 @@ def vocab_file(name: str) -> Path:
     return path
 
 
+def vocab_vectors(vocab: Path) -> list[tuple[str, list[int]]]:
+    """llama.cpp's tokenizer test vectors beside `vocab` (a vocab_file()): each input of
+    the .inp file (separated by "\\n__ggml_vocab_test__\\n") with its ids from the .out file."""
+    raw = vocab.with_name(vocab.name + ".inp").read_text(encoding="utf-8")
+    inputs = raw.split("\n__ggml_vocab_test__\n")
+    if inputs[-1] == "":  # llama.cpp's reader stops at the final separator
+        inputs.pop()
+    lines = vocab.with_name(vocab.name + ".out").read_text(encoding="utf-8").splitlines()
+    if not len(inputs) == len(lines) > 10:
+        raise AssetError(f"{vocab.name}: {len(inputs)} inputs but {len(lines)} lines of ids")
+    return [
+        (text, [int(x) for x in line.split()]) for text, line in zip(inputs, lines, strict=True)
+    ]
+
+
 def gpl3_text() -> str:
     """The GPL-3 text from Debian's base-files; skips the calling test when absent."""
     if not GPL3_PATH.is_file():

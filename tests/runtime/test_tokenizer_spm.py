@@ -273,18 +273,6 @@ def test_splitter_finds_overlapping_and_prefix_specials() -> None:
 SPM_VOCABS = ["llama-spm", "phi-3"]
 
 
-def read_vectors(path: Path) -> list[tuple[str, list[int]]]:
-    raw = path.with_name(path.name + ".inp").read_text(encoding="utf-8")
-    inputs = raw.split("\n__ggml_vocab_test__\n")
-    if inputs[-1] == "":  # llama.cpp's reader stops at the final separator
-        inputs.pop()
-    lines = path.with_name(path.name + ".out").read_text(encoding="utf-8").splitlines()
-    assert len(inputs) == len(lines) > 10
-    return [
-        (text, [int(x) for x in line.split()]) for text, line in zip(inputs, lines, strict=True)
-    ]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPM_VOCABS)
 def test_llama_cpp_vocab_vectors(name: str) -> None:
@@ -292,7 +280,7 @@ def test_llama_cpp_vocab_vectors(name: str) -> None:
     with GGUFFile.open(path) as f:
         tok = load_tokenizer(f.metadata)
     assert isinstance(tok, SPMTokenizer)
-    for text, expected in read_vectors(path):
+    for text, expected in assets.vocab_vectors(path):
         assert tok.encode(text, add_special=False, parse_special=False) == expected, text
         assert tok.decode(expected) == text
 
