@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from corral.client.api import (
     ChatRequest,
@@ -195,33 +195,29 @@ def completion(completion_id: str, model: str, final: GenerateResponse) -> oai.C
 
 
 @dataclass
-class ChatChunks:
-    """Native chat events -> chunks: the role comes with the first, the finish reason in
-    one of its own, and usage in a last chunk without choices when asked for."""
+class _Chunks:
+    """What a stream's chunks share: id, creation time, model, and the way it ends: the
+    finish reason in a chunk of its own, then usage in a last chunk without choices when
+    asked for."""
 
     model: str
     include_usage: bool
-    id: str = field(default_factory=lambda: new_id("chatcmpl"))
+    id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
-    started: bool = False
+    id_prefix: ClassVar[str]
+    chunk_type: ClassVar[type[oai.ChatCompletionChunk] | type[oai.Completion]]
 
-    def __call__(self, event: ChatResponse) -> list[oai.ChatCompletionChunk]:
-        if not event.done:
-            if self.started and not event.message.content:
-                return []
-            role = None if self.started else "assistant"
-            self.started = True
-            delta = oai.Delta(role=role, content=event.message.content)
-            return [self._chunk(oai.ChunkChoice(delta=delta))]
-        last = [self._chunk(oai.ChunkChoice(finish_reason=finish_reason(event)))]
+    def __post_init__(self) -> None:
+        self.id = self.id or new_id(self.id_prefix)
+
+    def _finish(self, event: ChatResponse | GenerateResponse, choice: Any) -> list[Any]:
+        last = [self._chunk(choice)]
         if self.include_usage:
             last.append(self._chunk(None, usage(event)))
         return last
 
-    def _chunk(
-        self, choice: oai.ChunkChoice | None, usage: oai.Usage | None = None
-    ) -> oai.ChatCompletionChunk:
-        return oai.ChatCompletionChunk(
+    def _chunk(self, choice: Any, usage: oai.Usage | None = None) -> Any:
+        return self.chunk_type(
             id=self.id,
             created=self.created,
             model=self.model,
@@ -232,32 +228,34 @@ class ChatChunks:
 
 
 @dataclass
-class CompletionChunks:
-    """Native generate events -> text_completion chunks, as ChatChunks does for chat."""
+class ChatChunks(_Chunks):
+    """Native chat events -> chat.completion.chunk objects; the role comes with the first."""
 
-    model: str
-    include_usage: bool
-    id: str = field(default_factory=lambda: new_id("cmpl"))
-    created: int = field(default_factory=lambda: int(time.time()))
+    id_prefix: ClassVar[str] = "chatcmpl"
+    chunk_type: ClassVar[type[oai.ChatCompletionChunk]] = oai.ChatCompletionChunk
+    started: bool = False
+
+    def __call__(self, event: ChatResponse) -> list[oai.ChatCompletionChunk]:
+        if event.done:
+            return self._finish(event, oai.ChunkChoice(finish_reason=finish_reason(event)))
+        if self.started and not event.message.content:
+            return []
+        role = None if self.started else "assistant"
+        self.started = True
+        delta = oai.Delta(role=role, content=event.message.content)
+        return [self._chunk(oai.ChunkChoice(delta=delta))]
+
+
+@dataclass
+class CompletionChunks(_Chunks):
+    """Native generate events -> text_completion chunks."""
+
+    id_prefix: ClassVar[str] = "cmpl"
+    chunk_type: ClassVar[type[oai.Completion]] = oai.Completion
 
     def __call__(self, event: GenerateResponse) -> list[oai.Completion]:
-        if not event.done:
-            return (
-                [self._chunk(oai.CompletionChoice(text=event.response))] if event.response else []
-            )
-        last = [self._chunk(oai.CompletionChoice(finish_reason=finish_reason(event)))]
-        if self.include_usage:
-            last.append(self._chunk(None, usage(event)))
-        return last
-
-    def _chunk(
-        self, choice: oai.CompletionChoice | None, usage: oai.Usage | None = None
-    ) -> oai.Completion:
-        return oai.Completion(
-            id=self.id,
-            created=self.created,
-            model=self.model,
-            system_fingerprint=FINGERPRINT,
-            choices=(choice,) if choice else (),
-            usage=usage,
-        )
+        if event.done:
+            return self._finish(event, oai.CompletionChoice(finish_reason=finish_reason(event)))
+        if not event.response:
+            return []
+        return [self._chunk(oai.CompletionChoice(text=event.response))]
