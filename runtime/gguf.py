@@ -251,9 +251,25 @@ class GGUFFile:
 
     def load_tensor(self, name: str, dtype: np.dtype | type = np.float32) -> np.ndarray:
         """Dequantize a tensor to a new array of `dtype`, in NumPy shape order."""
-        info = self.tensors[name]
-        values = info.qtype.dequantize(self.tensor_bytes(name), info.shape)
+        values = np.empty(self.tensors[name].shape, dtype=np.float32)
+        self.load_tensor_into(name, values)
         return values.astype(dtype, copy=False)
+
+    def load_tensor_into(self, name: str, out: np.ndarray) -> None:
+        """Dequantize a tensor into `out` (float32, C-contiguous, as many values), then drop
+        its pages of the file from this process's memory: a model loads with its float32
+        weights resident, not its file as well."""
+        info = self.tensors[name]
+        info.qtype.dequantize_into(self.tensor_bytes(name), out)
+        self._forget_pages(info.offset, info.nbytes)
+
+    def _forget_pages(self, offset: int, nbytes: int) -> None:
+        """madvise(DONTNEED) the whole pages inside [offset, offset + nbytes): clean file
+        pages, read back from the page cache should anything touch them again."""
+        start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = (offset + nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)

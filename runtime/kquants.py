@@ -21,7 +21,6 @@ import numpy as np
 from corral.runtime.quants import QuantType, register
 
 QK_K = 256
-_CHUNK_BLOCKS = 1024  # 256k values per chunk: 1 MiB of float32 output
 
 
 def _f16(blocks: np.ndarray, start: int) -> np.ndarray:
@@ -104,16 +103,9 @@ def scales_q3(sc: np.ndarray) -> np.ndarray:
 
 
 class _KQuant(QuantType):
-    """Shared driver: decode chunks of blocks into one preallocated output."""
+    """Super-blocks of 256 values, each type decoding straight into the output."""
 
     block_size = QK_K
-
-    def _decode(self, blocks: np.ndarray) -> np.ndarray:
-        out = np.empty((blocks.shape[0], QK_K), dtype=np.float32)  # (n, 256)
-        for start in range(0, blocks.shape[0], _CHUNK_BLOCKS):
-            stop = start + _CHUNK_BLOCKS
-            self._decode_into(blocks[start:stop], out[start:stop])
-        return out
 
     def _decode_into(self, blocks: np.ndarray, out: np.ndarray) -> None:
         """Decode (n, type_size) uint8 blocks into `out`, (n, 256) float32."""

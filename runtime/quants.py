@@ -3,14 +3,25 @@
 Each type knows its block size (elements per block), type size (bytes per
 block) and how to dequantize a run of blocks to float32. The layouts follow
 ggml-common.h; results are checked against gguf-py's `dequantize` in tests.
+
+Dequantizing writes into one preallocated output, a cache-sized chunk of
+blocks at a time, the chunks shared among the cores: a large tensor costs its
+float32 output and a few MiB of temporaries, not several copies of itself.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import ClassVar
 
 import numpy as np
+
+CHUNK_VALUES = 1 << 18  # values decoded per step: 1 MiB of float32 output
+N_THREADS = min(os.cpu_count() or 1, 8)
+_pool = ThreadPoolExecutor(N_THREADS, thread_name_prefix="corral-dequant")
 
 
 class QuantType:
@@ -33,8 +44,38 @@ class QuantType:
 
     def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Decode raw bytes (uint8) to a float32 array of `shape`."""
+        out = np.empty(shape, dtype=np.float32)
+        self.dequantize_into(raw, out)
+        return out
+
+    def dequantize_into(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """Decode raw bytes (uint8) into `out`, a C-contiguous float32 array of their size."""
         blocks = raw.reshape(-1, self.type_size)  # (n_blocks, type_size)
-        return self._decode(blocks).reshape(shape)
+        values = out.reshape(blocks.shape[0], self.block_size)  # a view: out is contiguous
+        step = max(1, CHUNK_VALUES // self.block_size)
+        starts = range(0, blocks.shape[0], step)
+        if len(starts) < 2 * N_THREADS:  # small: not worth the threads
+            for start in starts:
+                self._decode_into(blocks[start : start + step], values[start : start + step])
+            return
+        bounds = [blocks.shape[0] * i // N_THREADS for i in range(N_THREADS + 1)]
+        parts = [
+            _pool.submit(self._decode_range, blocks, values, lo, hi, step)
+            for lo, hi in pairwise(bounds)
+        ]
+        for part in parts:
+            part.result()
+
+    def _decode_range(
+        self, blocks: np.ndarray, values: np.ndarray, lo: int, hi: int, step: int
+    ) -> None:
+        for start in range(lo, hi, step):
+            stop = min(hi, start + step)
+            self._decode_into(blocks[start:stop], values[start:stop])
+
+    def _decode_into(self, blocks: np.ndarray, out: np.ndarray) -> None:
+        """Decode (n, type_size) uint8 blocks into `out`, (n, block_size) float32."""
+        out[...] = self._decode(blocks)
 
     def _decode(self, blocks: np.ndarray) -> np.ndarray:  # (n_blocks, block_size) float32
         raise NotImplementedError
@@ -64,8 +105,8 @@ class _Plain(QuantType):
     dtype: ClassVar[np.dtype]
     block_size = 1
 
-    def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        return raw.view(self.dtype).reshape(shape).astype(np.float32)
+    def dequantize_into(self, raw: np.ndarray, out: np.ndarray) -> None:
+        np.copyto(out, raw.view(self.dtype).reshape(out.shape), casting="unsafe")
 
 
 class F32(_Plain):
@@ -95,18 +136,16 @@ class I32(_Plain):
 class BF16(QuantType):
     type_id, name, block_size, type_size = 30, "BF16", 1, 2
 
-    def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        bits = raw.view("<u2").astype(np.uint32) << 16
-        return bits.view(np.float32).reshape(shape)
+    def _decode(self, blocks: np.ndarray) -> np.ndarray:
+        bits = blocks.view("<u2").astype(np.uint32) << 16  # (n, 1)
+        return bits.view(np.float32)
 
 
 class Q8_0(QuantType):
     type_id, name, block_size, type_size = 8, "Q8_0", 32, 34
 
-    def _decode(self, blocks: np.ndarray) -> np.ndarray:
-        d = _f16(blocks, 0)
-        q = blocks[:, 2:].view(np.int8).astype(np.float32)
-        return d * q
+    def _decode_into(self, blocks: np.ndarray, out: np.ndarray) -> None:
+        np.multiply(_f16(blocks, 0), blocks[:, 2:].view(np.int8), out=out)
 
 
 class Q4_0(QuantType):

@@ -9,19 +9,22 @@ hooks where they differ; the small differences are class-level tables
 
 Weights keep GGUF's (out, in) row layout and are applied as `x @ W.T`, which
 BLAS runs without a copy. Q, K and V are fused into one matrix, and so are the
-FFN gate and up projections: one matmul each per layer.
+FFN gate and up projections: one matmul each per layer. Queries and keys are
+normed and rotated together, in one call each: files with llama's interleaved
+RoPE pairs have their query and key rows reordered at load into NeoX's halves,
+the layout every architecture then runs (q.k is the same in any dim order).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from corral.runtime.arch.ops import ROPE_STYLES, Rotation, linear, rms_norm, rotation, silu
+from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotation, silu
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import BatchKV, KVCache, SequenceKV
 
@@ -114,6 +117,7 @@ class LayerWeights:
     bqkv: np.ndarray | None = None  # (H*D + 2*KV*D,) QKV biases
     q_norm: np.ndarray | None = None  # (D,) RMSNorm of each query head, before RoPE
     k_norm: np.ndarray | None = None  # (D,) RMSNorm of each key head, before RoPE
+    qk_norm: np.ndarray | None = None  # (H + KV, D): q_norm for each query head, then k_norm
     attn_post_norm: np.ndarray | None = None  # (d,) RMSNorm of the attention output
     ffn_post_norm: np.ndarray | None = None  # (d,) RMSNorm of the FFN output
 
@@ -134,7 +138,7 @@ def load_fused(gguf: GGUFFile, names: list[str]) -> np.ndarray:
     fused = np.empty((rows, *infos[0].shape[1:]), dtype=np.float32)
     start = 0
     for info in infos:
-        fused[start : start + info.shape[0]] = gguf.load_tensor(info.name)
+        gguf.load_tensor_into(info.name, fused[start : start + info.shape[0]])
         start += info.shape[0]
     return fused
 
@@ -150,7 +154,7 @@ class Llama:
 
     architecture: ClassVar[str] = "llama"
     config_type: ClassVar[type[LlamaConfig]] = LlamaConfig
-    rope_style: ClassVar[str] = "normal"  # a key of ops.ROPE_STYLES
+    rope_style: ClassVar[str] = "normal"  # the file's RoPE pairs: a key of ROPE_LAYOUTS
     qkv_bias: ClassVar[bool] = False  # attn_{q,k,v}.bias tensors, fused into LayerWeights.bqkv
     # Further LayerWeights fields, each read from one `blk.N.<tensor>`: (field, tensor) pairs.
     extra_layer_tensors: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -190,7 +194,7 @@ class Llama:
     def load_weights(cls, gguf: GGUFFile, config: LlamaConfig) -> LlamaWeights:
         tok_embd = gguf.load_tensor("token_embd.weight")
         output = gguf.load_tensor("output.weight") if "output.weight" in gguf.tensors else tok_embd
-        layers = tuple(cls.load_layer(gguf, i) for i in range(config.n_layers))
+        layers = tuple(cls.load_layer(gguf, config, i) for i in range(config.n_layers))
         return LlamaWeights(
             tok_embd=tok_embd,
             layers=layers,
@@ -200,12 +204,12 @@ class Llama:
         )
 
     @classmethod
-    def load_layer(cls, gguf: GGUFFile, i: int) -> LayerWeights:
+    def load_layer(cls, gguf: GGUFFile, config: LlamaConfig, i: int) -> LayerWeights:
         p = f"blk.{i}."
         extra = {f: gguf.load_tensor(p + n) for f, n in cls.extra_layer_tensors}
         if cls.qkv_bias:
             extra["bqkv"] = load_fused(gguf, [p + f"attn_{x}.bias" for x in "qkv"])
-        return LayerWeights(
+        layer = LayerWeights(
             attn_norm=gguf.load_tensor(p + "attn_norm.weight"),
             wqkv=load_fused(gguf, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]),
             wo=gguf.load_tensor(p + "attn_output.weight"),
@@ -214,6 +218,7 @@ class Llama:
             w_down=gguf.load_tensor(p + "ffn_down.weight"),
             **extra,
         )
+        return neox_layout(layer, config, ROPE_LAYOUTS[cls.rope_style](config))
 
     @staticmethod
     def rope_inv_freq(gguf: GGUFFile, config: LlamaConfig) -> np.ndarray:
@@ -289,32 +294,68 @@ class Llama:
         return linear(silu(gate_up[:, :f]) * gate_up[:, f:], layer.w_down)  # (T, d)
 
     def qkv(self, layer: LayerWeights, h: np.ndarray) -> tuple[np.ndarray, ...]:
-        """h: (T, d) -> q (T, H, D), k (T, KV, D), v (T, KV, D), biased and q/k-normed
+        """h: (T, d) -> q and k together (T, H + KV, D), v (T, KV, D); biased and q/k-normed
         when the layer has those weights."""
         c = self.config
         qkv = linear(h, layer.wqkv)  # (T, (H + 2KV) * D)
         if layer.bqkv is not None:
             qkv += layer.bqkv
-        q_end, k_end = c.n_heads * c.head_dim, (c.n_heads + c.n_kv_heads) * c.head_dim
+        k_end = (c.n_heads + c.n_kv_heads) * c.head_dim
         t = h.shape[0]
-        q = qkv[:, :q_end].reshape(t, c.n_heads, c.head_dim)
-        k = qkv[:, q_end:k_end].reshape(t, c.n_kv_heads, c.head_dim)
+        qk = qkv[:, :k_end].reshape(t, c.n_heads + c.n_kv_heads, c.head_dim)
         v = qkv[:, k_end:].reshape(t, c.n_kv_heads, c.head_dim)
-        if layer.q_norm is not None and layer.k_norm is not None:
-            q, k = rms_norm(q, layer.q_norm, c.rms_eps), rms_norm(k, layer.k_norm, c.rms_eps)
-        return q, k, v
+        if layer.qk_norm is not None:
+            qk = rms_norm(qk, layer.qk_norm, c.rms_eps)
+        return qk, v
 
     def attention(
         self, i: int, layer: LayerWeights, h: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
     ) -> np.ndarray:
-        q, k, v = self.qkv(layer, h)
-        q, k = self.rope(q, rot), self.rope(k, rot)
+        qk, v = self.qkv(layer, h)
+        qk = rope_neox(qk, rot, self.config.rope_dim)  # (T, H + KV, D)
+        q, k = qk[:, : self.config.n_heads], qk[:, self.config.n_heads :]
         return kv.attend(i, q, k, v, self.config.attn_scale, self.window(i))  # (T, H*D)
 
     def window(self, i: int) -> int:
         """Layer i's sliding attention window in tokens; 0 attends to every earlier token."""
         return 0
 
-    def rope(self, x: np.ndarray, rot: Rotation) -> np.ndarray:
-        """x: (T, H, D) rotated in the architecture's RoPE style."""
-        return ROPE_STYLES[self.rope_style](x, rot, self.config.rope_dim)
+
+# ----- RoPE layouts ----------------------------------------------------------
+
+
+def interleaved_to_halves(config: LlamaConfig) -> np.ndarray:
+    """The order of a head's dims that turns llama's RoPE pairs (2i, 2i+1) into NeoX's
+    (i, i + n/2) for the first n = rope_dim dims; the rest stay in place: (D,)."""
+    n = config.rope_dim
+    return np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2), np.arange(n, config.head_dim)])
+
+
+def halves(config: LlamaConfig) -> np.ndarray:
+    return np.arange(config.head_dim)
+
+
+# The file's RoPE pairing -> the reordering of each query/key head's dims into NeoX's.
+ROPE_LAYOUTS: dict[str, Callable[[LlamaConfig], np.ndarray]] = {
+    "normal": interleaved_to_halves,
+    "neox": halves,
+}
+
+
+def neox_layout(layer: LayerWeights, config: LlamaConfig, order: np.ndarray) -> LayerWeights:
+    """The layer with each query and key head's dims in `order` (D,), and its q/k norms
+    stacked into one (H + KV, D) weight."""
+    heads = config.n_heads + config.n_kv_heads
+    qk_rows = heads * config.head_dim
+    if not np.array_equal(order, np.arange(config.head_dim)):
+        rows = (np.arange(heads)[:, None] * config.head_dim + order).reshape(-1)  # (qk_rows,)
+        layer.wqkv[:qk_rows] = layer.wqkv[rows]  # the fresh arrays of this load, in place
+        if layer.bqkv is not None:
+            layer.bqkv[:qk_rows] = layer.bqkv[rows]
+    if layer.q_norm is None or layer.k_norm is None:
+        return layer
+    q_norm, k_norm = layer.q_norm[order], layer.k_norm[order]  # (D,) each
+    qk_norm = np.concatenate(
+        [np.tile(q_norm, (config.n_heads, 1)), np.tile(k_norm, (config.n_kv_heads, 1))]
+    )  # (H + KV, D)
+    return replace(layer, qk_norm=qk_norm)

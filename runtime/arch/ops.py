@@ -6,9 +6,10 @@ All float32; shapes are noted as (T, H, D) = (tokens, heads, head dim), d = mode
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
+
+from corral.runtime.arch.split import split_available, split_linear
 
 Rotation = tuple[np.ndarray, np.ndarray]  # (cos, sin), each (T, 1, rope_dim/2) float32
 
@@ -16,25 +17,16 @@ _GELU_C = np.float32(math.sqrt(2.0 / math.pi))
 _GELU_A = np.float32(0.044715)
 
 
-# Rows of x for which `linear` streams each weight block once through L2 for every row
-# (2..6): OpenBLAS's sgemm packs the whole matrix per call, which costs as much as one
-# matrix-vector product per row at these sizes. One row is a matrix-vector product,
-# more rows a plain GEMM.
-BLOCKED_ROWS = range(2, 7)
-BLOCK_BYTES = 2 << 20  # a weight block that fits in L2 (4 MiB per core on these machines)
+# Rows of x that `linear` shares among the cores by hand (see split.py): a few decoding
+# sequences. One row is a matrix-vector product, many rows a plain threaded GEMM.
+SPLIT_ROWS = range(2, 9)
 
 
 def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """x (N, in) @ weight.T for weight (out, in): (N, out)."""
-    if x.shape[0] not in BLOCKED_ROWS:
-        return x @ weight.T
-    rows = max(1, BLOCK_BYTES // (weight.shape[1] * weight.itemsize))
-    out = np.empty((x.shape[0], weight.shape[0]), dtype=np.float32)
-    for start in range(0, weight.shape[0], rows):
-        block = weight[start : start + rows]  # (rows, in), contiguous
-        for n in range(x.shape[0]):
-            np.matmul(block, x[n], out=out[n, start : start + rows])
-    return out
+    if x.shape[0] in SPLIT_ROWS and split_available():
+        return split_linear(x, weight)
+    return x @ weight.T
 
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -80,28 +72,13 @@ def _keep_tail(rotated: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([rotated, x[..., n:]], axis=-1)
 
 
-def rope_normal(x: np.ndarray, rot: Rotation, n: int) -> np.ndarray:
-    """llama.cpp's "normal" RoPE: x (T, H, D); pairs (x[2i], x[2i+1]) of the first n dims
-    rotate together."""
-    cos, sin = rot
-    pairs = x[..., :n].reshape(*x.shape[:-1], n // 2, 2)  # (T, H, n/2, 2)
-    x0, x1 = pairs[..., 0], pairs[..., 1]
-    rotated = np.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
-    return _keep_tail(rotated.reshape(*x.shape[:-1], n), x, n)
-
-
 def rope_neox(x: np.ndarray, rot: Rotation, n: int) -> np.ndarray:
-    """GPT-NeoX RoPE (HF's rotate_half): x (T, H, D); x[i] and x[i + n/2] rotate together."""
+    """GPT-NeoX RoPE (HF's rotate_half): x (T, H, D); x[i] and x[i + n/2] rotate together.
+    (llama's interleaved pairs run through this too, on dims reordered at load.)"""
     cos, sin = rot
     x0, x1 = x[..., : n // 2], x[..., n // 2 : n]  # (T, H, n/2) each
     rotated = np.concatenate([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
     return _keep_tail(rotated, x, n)
-
-
-ROPE_STYLES: dict[str, Callable[[np.ndarray, Rotation, int], np.ndarray]] = {
-    "normal": rope_normal,
-    "neox": rope_neox,
-}
 
 
 # ----- attention -----------------------------------------------------------

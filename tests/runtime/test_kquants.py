@@ -16,7 +16,7 @@ import xllamacpp
 from gguf.quants import dequantize
 
 import assets
-from corral.runtime import kquants
+from corral.runtime import quants
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.quants import QUANT_TYPES_BY_NAME
 
@@ -95,7 +95,8 @@ def ours(name: str, blocks: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 37, 300])
 @pytest.mark.parametrize("name", K_TYPES)
 def test_random_blocks_match_gguf_py(name: str, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kquants, "_CHUNK_BLOCKS", 16)  # several chunks, the last one partial
+    # Several chunks, the last one partial; 300 blocks also run on several threads.
+    monkeypatch.setattr(quants, "CHUNK_VALUES", 16 * 256)
     blocks = random_blocks(name, n, np.random.default_rng(n))
     expected = dequantize(blocks, gguf.GGMLQuantizationType[name])
     got = ours(name, blocks)
