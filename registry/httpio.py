@@ -1,6 +1,7 @@
 """Opening URLs with the standard library: http(s) and file://, short timeouts,
-credentials from the URL sent as basic auth, failures turned into one-line
-SourceErrors that never show a password."""
+credentials from the URL sent as basic auth (and never to another host a
+redirect leads to), failures turned into one-line SourceErrors that never show
+a password."""
 
 from __future__ import annotations
 
@@ -48,8 +49,11 @@ def open_url(url: str, options: HttpOptions, headers: dict[str, str] | None = No
     if url.startswith("file:"):
         return _open_file(url)
     request = _request(url, headers or {})
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=_context(options)), SameHostCredentials()
+    )
     try:
-        return urllib.request.urlopen(request, timeout=options.timeout, context=_context(options))
+        return opener.open(request, timeout=options.timeout)
     except urllib.error.HTTPError as e:
         e.close()
         if e.code == 416:
@@ -70,6 +74,31 @@ def read_url(url: str, options: HttpOptions, headers: dict[str, str] | None = No
             return response.read()
         except (OSError, http.client.HTTPException) as e:
             raise SourceUnreachable(f"{_host(url)} unreachable ({_reason(e)})") from None
+
+
+class SameHostCredentials(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, sending the Authorization header only to the host it was
+    meant for (as curl and requests do): a hub's token never reaches the storage
+    server the hub redirects a download to."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.netloc.rsplit("@", 1)[-1].lower()
 
 
 def _request(url: str, headers: dict[str, str]) -> urllib.request.Request:

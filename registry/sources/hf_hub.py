@@ -19,37 +19,26 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corral.registry.download import download
 from corral.registry.errors import CorruptModel, SourceError, SourceUnreachable
-from corral.registry.httpio import HttpOptions
-from corral.registry.progress import PullProgress, short
 from corral.registry.sources.base import FetchContext
+from corral.registry.sources.hub_files import (
+    LocalCopy,
+    RemoteFile,
+    download_partial,
+    is_network_error,
+    reason,
+    sha256_file,
+)
+
+__all__ = ["Hub", "LocalCopy", "RemoteFile", "endpoint", "host", "timeout"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 5.0
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_NETWORK_ERRORS = {"TransportError", "TimeoutException", "ConnectionError", "Timeout", "ProxyError"}
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    path: str
-    size: int | None
-    sha256: str | None  # LFS files
-    git_oid: str | None = None  # small files: sha1 of "blob <size>\0" + bytes
-
-
-@dataclass(frozen=True)
-class LocalCopy:
-    path: Path  # where the bytes are now (a partial file or the HF cache)
-    sha256: str
-    from_cache: bool
 
 
 def endpoint() -> str:
@@ -136,27 +125,12 @@ class Hub:
         return self._download(RemoteFile(f.path, f.size or known.size, sha, oid), location, ctx)
 
     def _download(self, f: RemoteFile, url: str, ctx: FetchContext) -> LocalCopy:
-        key = f.sha256 or f.git_oid or _sha256_text(f"{self.repo_id}/{f.path}")
-        partial = ctx.blobs.partial_path(f"hf-{key}")
-        digest = f"sha256:{f.sha256}" if f.sha256 else None
-        status = f"pulling {short(f.sha256 or key)}"
-
-        def progress(done: int, total: int | None) -> None:
-            ctx.progress(PullProgress(status, digest=digest, total=total, completed=done))
-
-        sha = download(
-            url,
-            partial,
-            expected_sha256=f.sha256,
-            options=HttpOptions(timeout=max(timeout(), 15.0)),
-            progress=progress,
-            cancel=ctx.cancel,
-            total=f.size,
-            what=f"{f.path} from {self.repo_id}",
-            headers=self._headers(url),
-        )
-        self._check_git(f, partial)
-        return LocalCopy(partial, sha, from_cache=False)
+        got = download_partial(
+            f, url, ctx, kind="hf", what=f"{f.path} from {self.repo_id}",
+            headers=self._headers(url), timeout=max(timeout(), 15.0),
+        )  # fmt: skip
+        self._check_git(f, got.path)
+        return got
 
     def _headers(self, url: str) -> dict[str, str]:
         """huggingface_hub's headers (user agent, `Authorization: Bearer $HF_TOKEN`); the
@@ -175,7 +149,7 @@ class Hub:
         if not isinstance(found, str) or not Path(found).is_file():
             return None
         path = Path(found)
-        sha = _sha256(path)
+        sha = sha256_file(path)
         if f.sha256 and sha != f.sha256:
             return None  # a damaged cache entry: download it afresh
         if f.git_oid and not f.sha256 and _git_oid(path) != f.git_oid:
@@ -223,50 +197,9 @@ class Hub:
         return SourceError(f"{host()}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
 
 
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _git_oid(path: Path) -> str:
     h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
-def is_network_error(error: BaseException) -> bool:
-    for e in _chain(error):
-        if isinstance(e, ConnectionError | TimeoutError | socket.gaierror):
-            return True
-        if any(cls.__name__ in _NETWORK_ERRORS for cls in type(e).__mro__):
-            return True
-    return False
-
-
-def reason(error: BaseException) -> str:
-    text = " ".join(str(e) for e in _chain(error)).lower()
-    if any(isinstance(e, socket.gaierror) for e in _chain(error)) or "name or service" in text:
-        return "name resolution failed"
-    if "refused" in text:
-        return "connection refused"
-    if "timed out" in text or "timeout" in text:
-        return "timed out"
-    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__

@@ -49,6 +49,8 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, refused_port: int) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{refused_port}/simple")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
+    monkeypatch.delenv("MODELSCOPE_DOMAIN", raising=False)
+    monkeypatch.setenv("MODELSCOPE_ENDPOINT", f"http://127.0.0.1:{refused_port}")
 
 
 @pytest.fixture
