@@ -32,6 +32,7 @@ from corral.registry.convert.pipeline import check_quantization
 from corral.registry.errors import CorralError, SourceError, shown
 from corral.registry.sources.hf import is_hf_name
 from corral.registry.sources.local import looks_like_path
+from corral.registry.sources.ms import is_ms_name
 
 ROLES = ("system", "user", "assistant")
 LICENSE_SEPARATOR = "\n\n"
@@ -218,7 +219,8 @@ def check_fields(values: Mapping[str, Any]) -> dict[str, Any]:
 def resolve_from(text: str, base_dir: Path | None) -> str:
     """FROM as given, but a relative path taken from the Modelfile's folder (as Ollama
     does, a bare word naming a file or folder there is that path, not a model name)."""
-    if "://" in text or text.startswith(("/", "~", "file:")) or is_hf_name(text):
+    hub_name = is_hf_name(text) or is_ms_name(text)
+    if "://" in text or text.startswith(("/", "~", "file:")) or hub_name:
         return text
     explicit = text.startswith(("./", "../")) or looks_like_path(text)
     if base_dir is not None and (explicit or (base_dir / text).exists()):

@@ -70,7 +70,8 @@ def test_syntax_is_told_by_content() -> None:
 
 
 def test_names_and_sources_are_kept_and_bare_files_resolve(tmp_path: Path) -> None:
-    for base in ("smollm2:135m", "hf://org/repo", "pypi://pkg==1/x.gguf", "/abs/m.gguf"):
+    hubs = ("hf://org/repo", "hf.co/org/repo:Q8_0", "ms://org/r", "modelscope.cn/org/r:Q8_0")
+    for base in ("smollm2:135m", *hubs, "pypi://pkg==1/x.gguf", "/abs/m.gguf"):
         assert parse_modelfile(f"FROM {base}\n", base_dir=tmp_path).from_ == base
     (tmp_path / "ckpt").mkdir()  # a bare word naming a folder beside the Modelfile is a path
     assert parse_modelfile("FROM ckpt\n", base_dir=tmp_path).from_ == str(tmp_path / "ckpt")
