@@ -33,10 +33,10 @@ PROMPTS = [
 
 def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
     gens = []
-    for i in range(streams):
+    for i, session in enumerate(engine.new_sessions(streams)):  # caches in one pool
         ids = engine.tokenizer.encode(PROMPTS[i % len(PROMPTS)])
         options = SamplerOptions(temperature=0.8, seed=i, repeat_penalty=1.0)
-        gens.append(engine.start_generation(engine.new_session(), ids, options, n_tokens))
+        gens.append(engine.start_generation(session, ids, options, n_tokens))
     for g in gens:
         g.start()
     started, produced = time.perf_counter(), 0

@@ -47,8 +47,8 @@ POOL_ROWS: dict[str, slice] = {"last": slice(-1, None), "first": slice(0, 1), "m
 class Session:
     """One conversation's run state: its KV cache and the tokens the cache holds."""
 
-    def __init__(self, model: Llama, n_ctx: int) -> None:
-        self.cache: KVCache = model.new_cache(n_ctx)
+    def __init__(self, cache: KVCache) -> None:
+        self.cache = cache
         self.tokens: list[int] = []
 
     @property
@@ -95,7 +95,13 @@ class Engine:
         return cls(model, tokenizer, template, info, n_ctx, POOLINGS.get(pooling_type, "last"))
 
     def new_session(self, num_ctx: int | None = None) -> Session:
-        return Session(self.model, num_ctx or self.num_ctx)
+        return Session(self.model.new_cache(num_ctx or self.num_ctx))
+
+    def new_sessions(self, n: int, num_ctx: int | None = None) -> list[Session]:
+        """`n` sessions whose caches share one pool, so that `decode_step` attends for any
+        of them together in one go (sessions from `new_session` attend one by one)."""
+        pool = self.model.new_pool(n, num_ctx or self.num_ctx)
+        return [Session(cache) for cache in pool.caches]
 
     def render_chat(
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True

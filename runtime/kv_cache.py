@@ -1,4 +1,9 @@
-"""The key/value cache of one conversation: preallocated, owned by a session."""
+"""The key/value cache of one conversation: preallocated, owned by a session.
+
+Caches that will decode together can share one pool (`KVPool`): each is a slot
+of one array, so a batched step attends for all of them in a few array calls
+instead of a loop over sequences.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from corral.runtime.arch.ops import attend
+from corral.runtime.arch.ops import attend, softmax_inplace
 
 
 class ContextFull(ValueError):
@@ -20,11 +25,23 @@ class KVCache:
     commits only when written, so a large num_ctx costs memory only as it fills.
     """
 
-    def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int) -> None:
+    def __init__(
+        self,
+        n_layers: int,
+        n_kv_heads: int,
+        n_ctx: int,
+        head_dim: int,
+        pool: KVPool | None = None,
+        slot: int = 0,
+    ) -> None:
         self.n_ctx = n_ctx
         self.length = 0
-        self.keys = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), dtype=np.float32)
-        self.values = np.zeros_like(self.keys)  # (L, KV, C, D)
+        self.pool, self.slot = pool, slot
+        if pool is None:
+            self.keys = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), dtype=np.float32)
+            self.values = np.zeros_like(self.keys)  # (L, KV, C, D)
+        else:
+            self.keys, self.values = pool.keys[:, slot], pool.values[:, slot]  # (L, KV, C, D)
 
     def store(
         self, layer: int, pos: int, k: np.ndarray, v: np.ndarray
@@ -57,23 +74,99 @@ class SequenceKV:
         return attend(q, keys, values, self.pos, scale, window)
 
 
+class KVPool:
+    """The caches of up to `n_slots` sequences in one array each for keys and values."""
+
+    def __init__(
+        self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int, n_slots: int
+    ) -> None:
+        shape = (n_layers, n_slots, n_kv_heads, n_ctx, head_dim)  # (L, P, KV, C, D)
+        self.keys = np.zeros(shape, dtype=np.float32)  # pages commit only as they fill
+        self.values = np.zeros_like(self.keys)
+        self.caches = [
+            KVCache(n_layers, n_kv_heads, n_ctx, head_dim, self, slot) for slot in range(n_slots)
+        ]
+
+
 class BatchKV:
     """Attention for one new token in each of B sequences, each with its own cache.
 
-    The projections around attention run batched over the B rows; attention
-    itself runs per sequence, since each has its own length and keys.
+    The projections around attention run batched over the B rows. Attention runs
+    over all B at once when their caches share a pool (`PooledAttention`), and
+    per sequence otherwise, since each has its own length and keys.
     """
 
     def __init__(self, caches: Sequence[KVCache]) -> None:
         self.caches = caches
         self.positions = [c.length for c in caches]
+        pool = caches[0].pool
+        self.pooled = (
+            PooledAttention(pool, caches)
+            if pool is not None and len(caches) > 1 and all(c.pool is pool for c in caches)
+            else None
+        )
 
     def attend(
         self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int
     ) -> np.ndarray:
         """q (B, H, D), k and v (B, KV, D) -> (B, H*D)."""
+        if self.pooled is not None:
+            return self.pooled.attend(layer, q, k, v, scale, window)
         out = np.empty((q.shape[0], q.shape[1] * q.shape[2]), dtype=np.float32)
         for b, (cache, pos) in enumerate(zip(self.caches, self.positions, strict=True)):
             keys, values = cache.store(layer, pos, k[b : b + 1], v[b : b + 1])
             out[b] = attend(q[b : b + 1], keys, values, pos, scale, window)[0]
         return out
+
+
+class PooledAttention:
+    """One new token for each of B caches of one pool, attended in one go.
+
+    Works on the pool's slots lo..hi-1 that span the B caches (their keys are a
+    view, never a copy); slots in that span which are not in the batch are
+    computed on dummy input and dropped.
+    """
+
+    def __init__(self, pool: KVPool, caches: Sequence[KVCache]) -> None:
+        self.pool = pool
+        self.slots = np.array([c.slot for c in caches])  # (B,)
+        self.lo, hi = int(self.slots.min()), int(self.slots.max()) + 1
+        self.rows = self.slots - self.lo  # each cache's row in the span: (B,)
+        positions = np.zeros(hi - self.lo, dtype=np.int64)  # (P,): 0 for slots not batched
+        positions[self.rows] = [c.length for c in caches]
+        self.positions = positions
+        self.n_keys = int(positions.max()) + 1  # S: keys up to the longest sequence
+        if self.n_keys > caches[0].n_ctx:
+            raise ContextFull(f"context window of {caches[0].n_ctx} tokens is full")
+        self.behind = positions[:, None] - np.arange(self.n_keys)[None, :]  # (P, S)
+        self._masks: dict[int, np.ndarray] = {}
+
+    def mask(self, window: int) -> np.ndarray:
+        """(P, 1, 1, S) float32: -inf on the keys a row must not see, 0 elsewhere."""
+        if window not in self._masks:
+            hidden = self.behind < 0
+            if window:
+                hidden |= self.behind >= window
+            bias = np.where(hidden, np.float32(-np.inf), np.float32(0))
+            self._masks[window] = bias[:, None, None, :]
+        return self._masks[window]
+
+    def attend(
+        self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int
+    ) -> np.ndarray:
+        """q (B, H, D), k and v (B, KV, D) -> (B, H*D); stores k and v in each slot."""
+        pool, span = self.pool, slice(self.lo, self.lo + len(self.positions))
+        at = self.positions[self.rows]  # (B,)
+        pool.keys[layer, self.slots, :, at] = k  # (B, KV, D) written at each own position
+        pool.values[layer, self.slots, :, at] = v
+        keys = pool.keys[layer, span, :, : self.n_keys]  # (P, KV, S, D)
+        values = pool.values[layer, span, :, : self.n_keys]
+        n_rows, n_heads, d = len(self.positions), q.shape[1], q.shape[2]
+        n_kv = keys.shape[1]
+        qs = np.zeros((n_rows, n_heads, d), dtype=np.float32)  # (P, H, D)
+        qs[self.rows] = q * np.float32(scale)
+        qs = qs.reshape(n_rows, n_kv, n_heads // n_kv, d)  # (P, KV, G, D)
+        scores = qs @ keys.transpose(0, 1, 3, 2)  # (P, KV, G, S)
+        scores += self.mask(window)
+        out = softmax_inplace(scores) @ values  # (P, KV, G, D)
+        return out.reshape(n_rows, n_heads * d)[self.rows]  # (B, H*D)

@@ -26,7 +26,7 @@ import numpy as np
 
 from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotation, silu
 from corral.runtime.gguf import GGUFError, GGUFFile
-from corral.runtime.kv_cache import BatchKV, KVCache, SequenceKV
+from corral.runtime.kv_cache import BatchKV, KVCache, KVPool, SequenceKV
 
 ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
 # LayerWeights fields of per-head query/key RMSNorms and their tensors (qwen3, gemma3).
@@ -233,6 +233,10 @@ class Llama:
     def new_cache(self, n_ctx: int) -> KVCache:
         c = self.config
         return KVCache(c.n_layers, c.n_kv_heads, n_ctx, c.head_dim)
+
+    def new_pool(self, n_slots: int, n_ctx: int) -> KVPool:
+        c = self.config
+        return KVPool(c.n_layers, c.n_kv_heads, n_ctx, c.head_dim, n_slots)
 
     # ----- forward pass --------------------------------------------------
 

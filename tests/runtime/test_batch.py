@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from corral.runtime.arch.llama import Llama
 from corral.runtime.engine import Done, Engine, Piece
+from corral.runtime.kv_cache import KVCache
 from corral.runtime.sampling import SamplerOptions
 from tiny import write_tiny_llama
 from tiny_archs import TinyShape, write_tiny_arch
@@ -24,7 +27,20 @@ def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return Engine.load(write_tiny_arch(folder / "m.gguf", request.param, shape))
 
 
-def test_forward_batch_equals_one_sequence_at_a_time(engine: Engine) -> None:
+def separate_caches(model: Llama, n: int) -> list[KVCache]:
+    return [model.new_cache(64) for _ in range(n)]
+
+
+def pooled_caches(model: Llama, n: int) -> list[KVCache]:
+    """Slots of one pool, out of order, with an idle slot (3) inside their span."""
+    pool = model.new_pool(n + 2, 64).caches
+    return [pool[i] for i in (4, 1, 2, 5, 0, 6)[:n]]
+
+
+@pytest.mark.parametrize("make_caches", [separate_caches, pooled_caches])
+def test_forward_batch_equals_one_sequence_at_a_time(
+    engine: Engine, make_caches: Callable[[Llama, int], list[KVCache]]
+) -> None:
     model = engine.model
     prompts = [engine.tokenizer.encode(p) for p in PROMPTS]
     solo, batched = [], []
@@ -32,7 +48,7 @@ def test_forward_batch_equals_one_sequence_at_a_time(engine: Engine) -> None:
         cache = model.new_cache(64)
         model.forward(np.array(ids), cache)
         solo.append(model.forward(np.array([7]), cache))
-    caches = [model.new_cache(64) for _ in prompts]
+    caches = make_caches(model, len(prompts))
     for ids, cache in zip(prompts, caches, strict=True):
         model.forward(np.array(ids), cache)
     batched = model.forward_batch(np.array([7] * len(prompts)), caches)  # (B, V)
@@ -40,12 +56,13 @@ def test_forward_batch_equals_one_sequence_at_a_time(engine: Engine) -> None:
     assert [c.length for c in caches] == [len(p) + 1 for p in prompts]
 
 
-def drive_batch(engine: Engine, n: int) -> list[tuple[str, Done]]:
+def drive_batch(engine: Engine, n: int, pooled: bool = False) -> list[tuple[str, Done]]:
+    sessions = (
+        engine.new_sessions(len(PROMPTS)) if pooled else [engine.new_session() for _ in PROMPTS]
+    )
     gens = [
-        engine.start_generation(
-            engine.new_session(), engine.tokenizer.encode(p), SamplerOptions.greedy(), n
-        )
-        for p in PROMPTS
+        engine.start_generation(s, engine.tokenizer.encode(p), SamplerOptions.greedy(), n)
+        for s, p in zip(sessions, PROMPTS, strict=True)
     ]
     events = [g.start() for g in gens]
     while any(g.next_token is not None for g in gens):
@@ -58,8 +75,9 @@ def drive_batch(engine: Engine, n: int) -> list[tuple[str, Done]]:
     return out
 
 
-def test_decode_step_gives_the_same_tokens_as_generate(engine: Engine) -> None:
-    batched = drive_batch(engine, 12)
+@pytest.mark.parametrize("pooled", [False, True])
+def test_decode_step_gives_the_same_tokens_as_generate(engine: Engine, pooled: bool) -> None:
+    batched = drive_batch(engine, 12, pooled)
     for prompt, (text, done) in zip(PROMPTS, batched, strict=True):
         events = list(
             engine.generate(
@@ -73,7 +91,7 @@ def test_decode_step_gives_the_same_tokens_as_generate(engine: Engine) -> None:
 @pytest.mark.slow
 def test_real_model_batch_matches_single_streams(smollm2_path: Path) -> None:
     engine = Engine.load(smollm2_path)
-    batched = drive_batch(engine, 16)
+    batched = drive_batch(engine, 16, pooled=True)
     for prompt, (_, done) in zip(PROMPTS, batched, strict=True):
         ids = engine.tokenizer.encode(prompt)
         single = list(engine.generate(engine.new_session(), ids, SamplerOptions.greedy(), 16))
