@@ -31,8 +31,11 @@ def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     """Normalise the last axis: x (..., n), weight (n,) -> (..., n)."""
-    scale = 1.0 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + eps)
-    return x * scale * weight
+    rms = np.square(x).sum(axis=-1, keepdims=True)  # (..., 1)
+    rms *= np.float32(1.0 / x.shape[-1])
+    rms += np.float32(eps)
+    np.sqrt(rms, out=rms)
+    return x / rms * weight
 
 
 def silu(x: np.ndarray) -> np.ndarray:
