@@ -63,6 +63,9 @@ class TensorInfo:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
+_U64 = struct.Struct("<Q")
+
+
 @dataclass(frozen=True)
 class _LazyArray:
     """An array value in the header, decoded on first access."""
@@ -104,11 +107,11 @@ class _Cursor:
 
     def skip_strings(self, count: int) -> None:
         buf, pos, size = self.buf, self.pos, len(self.buf)
-        from_bytes = int.from_bytes
+        length = _U64.unpack_from
         for _ in range(count):
             if pos + 8 > size:
                 raise GGUFError(f"{self.path}: truncated string array in GGUF header")
-            pos += 8 + from_bytes(buf[pos : pos + 8], "little")
+            pos += 8 + length(buf, pos)[0]
         if pos > size:
             raise GGUFError(f"{self.path}: truncated string array in GGUF header")
         self.pos = pos
@@ -148,11 +151,11 @@ class GGUFMetadata(Mapping[str, Any]):
     def _decode_array(self, arr: _LazyArray) -> list[Any] | np.ndarray:
         if arr.item_type == _STRING:
             out: list[str] = []
-            buf, pos = self._buf, arr.offset
-            from_bytes = int.from_bytes
+            buf, pos, append = self._buf, arr.offset, out.append
+            length = _U64.unpack_from
             for _ in range(arr.count):
-                n = from_bytes(buf[pos : pos + 8], "little")
-                out.append(str(buf[pos + 8 : pos + 8 + n], "utf-8", "replace"))
+                (n,) = length(buf, pos)
+                append(str(buf[pos + 8 : pos + 8 + n], "utf-8", "replace"))
                 pos += 8 + n
             return out
         if arr.item_type in _SCALAR_FORMATS:
