@@ -32,6 +32,7 @@ DEFAULT_KEEP_ALIVE = 300.0  # seconds: Ollama's 5 minutes
 DEFAULT_NUM_CTX = 4096
 DEFAULT_MAX_LOADED = 3  # Ollama's default for CPU inference; memory usually decides first
 DEFAULT_MAX_QUEUE = 512  # Ollama's OLLAMA_MAX_QUEUE
+DEFAULT_NUM_PARALLEL = 4  # as Ollama since 0.2 where memory allows: batched decoding makes it pay
 ENV_TOKEN = "CORRAL_API_TOKEN"
 ENV_ORIGINS = "CORRAL_ORIGINS"
 
@@ -69,7 +70,11 @@ SETTINGS: tuple[Setting, ...] = (
         f"{SAFE_FRACTION:.0%} of RAM",
         "memory for loaded models (16GB, 512MiB, 60%); idle ones are unloaded to make room",
     ),
-    Setting("CORRAL_NUM_PARALLEL", "1", "requests one loaded model serves at once"),
+    Setting(
+        "CORRAL_NUM_PARALLEL",
+        str(DEFAULT_NUM_PARALLEL),
+        "requests one loaded model serves at once, decoded together in one batch",
+    ),
     Setting(
         "CORRAL_MAX_QUEUE",
         str(DEFAULT_MAX_QUEUE),
@@ -90,7 +95,7 @@ class DaemonConfig:
     num_ctx: int = DEFAULT_NUM_CTX
     max_loaded_models: int = DEFAULT_MAX_LOADED
     max_memory: int | None = None  # bytes; None: no limit
-    num_parallel: int = 1
+    num_parallel: int = DEFAULT_NUM_PARALLEL
     max_queue: int = DEFAULT_MAX_QUEUE
     debug: bool = False
 
@@ -109,7 +114,7 @@ class DaemonConfig:
                 environ, "CORRAL_MAX_LOADED_MODELS", _positive_int, DEFAULT_MAX_LOADED
             ),
             max_memory=_read(environ, "CORRAL_MAX_MEMORY", parse_size, None) or default_budget(),
-            num_parallel=_read(environ, "CORRAL_NUM_PARALLEL", _positive_int, 1),
+            num_parallel=_read(environ, "CORRAL_NUM_PARALLEL", _positive_int, DEFAULT_NUM_PARALLEL),
             max_queue=_read(environ, "CORRAL_MAX_QUEUE", _count, DEFAULT_MAX_QUEUE),
             debug=_read(environ, "CORRAL_DEBUG", _flag, False),
         )

@@ -1,28 +1,25 @@
-"""One generation: hold the model, run the engine in a worker thread, stream its text.
+"""One generation: hold the model, join its batch loop, stream the text.
 
 Yields the text pieces as they come, then one `Finished` with Ollama's
 statistics (nanoseconds) and the conversation's tokens (`context`). The prompt
-is rendered and tokenized in the worker thread too, so a long prompt never
-blocks the event loop.
+is rendered and tokenized in a worker thread, so a long prompt never blocks the
+event loop; the model's batch loop (batcher.py) then prefills it and decodes it
+together with the model's other running requests.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from corral.daemon.errors import RequestError
-from corral.daemon.scheduler import Lease
 from corral.daemon.settings import GenerationSettings
 from corral.daemon.state import DaemonState
-from corral.daemon.worker import Emit, events_from_thread
 from corral.registry.store import InstalledModel
 from corral.runtime.engine import Done, Engine, Piece
-
-log = logging.getLogger(__name__)
 
 PromptIds = Callable[[Engine], list[int]]  # the prompt's token ids for the loaded engine
 
@@ -48,45 +45,23 @@ async def generate(
     prompt_ids: PromptIds,
     started_ns: int,
 ) -> AsyncIterator[str | Finished]:
-    """Text pieces, then Finished. Leaving early cancels the engine's loop."""
+    """Text pieces, then Finished. Leaving early cancels the generation at once."""
     holding = state.scheduler.use(
         model.model_path, model.digest, settings.num_ctx, keep_alive, name=model.name
     )
     with state.cancellable() as cancel:
         async with holding as lease:
-            prompt_length: list[int] = []  # set in the worker before its first event
-
-            def work(emit: Emit[Piece | Done]) -> None:
-                ids = prompt_ids(lease.engine)
-                prompt_length.append(len(ids))
-                _run_engine(lease, ids, settings, cancel, emit, model.name)
-
-            async for event in events_from_thread(work, cancel, state.workers):
-                if isinstance(event, Piece):
-                    yield event.text
-                    continue
-                if event.reason == "cancel" and state.stopping:
-                    raise RequestError("corral is shutting down; the answer was cut short", 503)
-                yield _finished(event, lease.load_duration_ns, started_ns, prompt_length[0])
-
-
-def _run_engine(
-    lease: Lease,
-    ids: list[int],
-    settings: GenerationSettings,
-    cancel: threading.Event,
-    emit: Emit[Piece | Done],
-    name: str,
-) -> None:
-    """In the worker thread: generate from the prompt's ids, emitting every event."""
-    engine, s = lease.engine, settings
-    log.info("%s: generating from %d prompt tokens", name, len(ids))
-    for event in engine.generate(lease.session, ids, s.sampler, s.num_predict, s.stop, cancel):
-        emit(event)
-        if isinstance(event, Done):
-            log.info(
-                "%s: generation ended (%s) after %d tokens", name, event.reason, event.eval_count
-            )
+            loop = asyncio.get_running_loop()
+            ids = await loop.run_in_executor(state.workers, prompt_ids, lease.engine)
+            events = lease.batcher.generate(lease.session, ids, settings, cancel, model.name)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, Piece):
+                        yield event.text
+                        continue
+                    if event.reason == "cancel" and state.stopping:
+                        raise RequestError("corral is shutting down; the answer was cut short", 503)
+                    yield _finished(event, lease.load_duration_ns, started_ns, len(ids))
 
 
 def _finished(done: Done, load_ns: int, started_ns: int, prompt_tokens: int) -> Finished:

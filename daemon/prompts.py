@@ -9,10 +9,16 @@ request brings none.
 /api/generate's `context` (the token ids a previous answer returned) is
 continued at the token level: the new turn's tokens follow it, without a
 second BOS, so the session's KV cache of that conversation is reused.
+
+/api/generate's `suffix` asks for fill-in-the-middle, built as llama.cpp's
+/infill builds it: [BOS] FIM_PRE prompt FIM_SUF suffix FIM_MID, from the FIM
+tokens the vocabulary declares (GGUF keys, else the well-known token texts).
+A model without them cannot insert: that is a 400, as in Ollama.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from corral.client.api import ChatRequest, GenerateRequest, Message
@@ -21,7 +27,10 @@ from corral.registry.manifest import Manifest
 from corral.runtime.chat_template import ChatTemplate
 from corral.runtime.engine import Engine
 
+log = logging.getLogger(__name__)
+
 ROLES = ("system", "user", "assistant", "tool")
+FIM_ROLES = ("fim_pre", "fim_suf", "fim_mid")  # the vocabulary's prefix, suffix, middle
 Conversation = list[dict[str, str]]
 
 # request field -> why it is refused (rather than silently ignored)
@@ -29,7 +38,6 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("images", "images are not supported yet: corral has no vision models"),
     ("format", "structured output ('format') is not supported yet"),
     ("tools", "tool calling ('tools') is not supported yet"),
-    ("suffix", "fill-in-the-middle ('suffix') is not supported: corral has no FIM templates yet"),
     ("template", "a request 'template' is not supported yet: corral uses the model's template"),
 )
 
@@ -43,6 +51,19 @@ def refuse_unsupported(request: GenerateRequest | ChatRequest) -> None:
             raise RequestError(dict(UNSUPPORTED)["images"])
     if getattr(request, "raw", False) and getattr(request, "context", None):
         raise RequestError("raw mode does not support 'context': send the whole prompt instead")
+    if getattr(request, "suffix", None):
+        _check_infill(request)  # type: ignore[arg-type]
+
+
+def _check_infill(request: GenerateRequest) -> None:
+    """What `suffix` (fill-in-the-middle) cannot be combined with."""
+    if request.raw:
+        raise RequestError(
+            "raw mode does not support 'suffix': put the model's fill-in-the-middle tokens "
+            "in the prompt yourself, or drop 'raw'"
+        )
+    if request.context:
+        raise RequestError("'suffix' does not support 'context': send the whole prefix as 'prompt'")
 
 
 def generate_conversation(request: GenerateRequest, manifest: Manifest) -> Conversation:
@@ -93,3 +114,34 @@ def continue_context(engine: Engine, context: Sequence[int], text: str) -> list[
     bos = engine.template.bos_token
     text = text.removeprefix(bos) if bos else text
     return [*context, *engine.tokenizer.encode(text, add_special=False, parse_special=True)]
+
+
+def infill(engine: Engine, name: str, prefix: str, suffix: str) -> list[int]:
+    """The fill-in-the-middle prompt: [BOS] FIM_PRE prefix FIM_SUF suffix FIM_MID.
+
+    As llama.cpp's /infill, the texts are tokenized as plain text (no special tokens
+    parsed from them) and, when long, cut to fit half the context window 3:1: the end
+    of the prefix and the start of the suffix, the parts next to the gap, are kept.
+    """
+    tokenizer = engine.tokenizer
+    pre, suf, mid = (tokenizer.special_id(role) for role in FIM_ROLES)
+    if pre is None or suf is None or mid is None:
+        raise RequestError(
+            f"{name} does not support insert: its vocabulary has no fill-in-the-middle "
+            "tokens; send the request without 'suffix', or use a code model that has them"
+        )
+    budget = engine.num_ctx // 2
+    before = tokenizer.encode(prefix, add_special=False, parse_special=False)
+    after = tokenizer.encode(suffix, add_special=False, parse_special=False)
+    keep_before, keep_after = min(len(before), 3 * budget // 4), min(len(after), budget // 4)
+    if (keep_before, keep_after) != (len(before), len(after)):
+        log.info(
+            "%s: fill-in-the-middle input cut to %d prefix and %d suffix tokens (of %d and %d)",
+            name,
+            keep_before,
+            keep_after,
+            len(before),
+            len(after),
+        )
+    bos = [tokenizer.bos_id] if tokenizer.add_bos and tokenizer.bos_id is not None else []
+    return [*bos, pre, *before[len(before) - keep_before :], suf, *after[:keep_after], mid]

@@ -65,7 +65,7 @@ async def generate_handler(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = await read_request(request, GenerateRequest)
     events = await generate_events(request.app[STATE], req, started)
-    return await respond(request, req.stream and bool(req.prompt), events, GENERATE)
+    return await respond(request, req.stream and bool(req.prompt or req.suffix), events, GENERATE)
 
 
 @routes.post("/api/chat")
@@ -79,7 +79,8 @@ async def chat_handler(request: web.Request) -> web.StreamResponse:
 async def generate_events(
     state: DaemonState, req: GenerateRequest, started: int
 ) -> AsyncIterator[GenerateResponse]:
-    """/api/generate's answer; an empty prompt loads (or with keep_alive 0 unloads) the model."""
+    """/api/generate's answer; an empty prompt loads (or with keep_alive 0 unloads) the model.
+    With a `suffix` it fills in the middle between the prompt and the suffix."""
     prompts.refuse_unsupported(req)
     model, settings, keep_alive = await _prepare(state, req)
 
@@ -95,12 +96,14 @@ async def generate_events(
             **_final_fields(finished, keep_alive),
         )
 
-    if not req.prompt:
+    if not req.prompt and not req.suffix:
         await _load_or_unload(state, model, settings, keep_alive)
         return _one(final(None))
     conversation = prompts.generate_conversation(req, model.manifest)
 
     def prompt_ids(engine: Engine) -> list[int]:
+        if req.suffix:
+            return prompts.infill(engine, model.name, req.prompt, req.suffix)
         if req.raw:
             return prompts.encode(engine, req.prompt)
         text = prompts.render(engine, model.manifest, conversation)

@@ -10,10 +10,13 @@ Loads happen one at a time (a FIFO lock) in a worker thread. Before a load,
 room is made: while `max_loaded` models are loaded or the new model's
 estimated size would pass `max_memory`, idle models are unloaded, least
 recently used first; if only busy models are left, the load waits for one to
-be released. Each model serves `num_parallel` requests at once (its slots).
-A request that cannot start at once waits in a queue of at most `max_queue`;
-beyond that it is refused with 503. A waiting request that goes away (its
-client disconnected) leaves the queue at once.
+be released, and new requests for loaded models wait behind it (first come,
+first served: a steady stream of requests to the loaded model cannot starve a
+request for another one when they must swap). Each model serves
+`num_parallel` requests at once (its slots), decoded together by its batch
+loop (batcher.py). A request that cannot start at once waits in a queue of at
+most `max_queue`; beyond that it is refused with 503. A waiting request that
+goes away (its client disconnected) leaves the queue at once.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+from corral.daemon.batcher import Batcher
 from corral.daemon.config import DEFAULT_MAX_QUEUE
 from corral.daemon.errors import RequestError
 from corral.daemon.memory import estimate_model_bytes, human_size
@@ -70,6 +74,8 @@ class Scheduler:
         self._released = asyncio.Event()  # replaced by a fresh one at every release
         self._waiting = 0
         self._closing = False
+        self._room_wanted = 0  # loads waiting for a busy model to be released
+        self._abandoned: set[asyncio.Future[LoadedModel]] = set()  # loads nobody awaits
 
     # ----- public -------------------------------------------------------------
 
@@ -96,7 +102,7 @@ class Scheduler:
                 self._release(model)
                 raise
         try:
-            yield Lease(model.engine, slot, time.perf_counter_ns() - started)
+            yield Lease(model.engine, slot, model.batcher, time.perf_counter_ns() - started)
         finally:
             model.pool.give(slot)
             self._release(model)
@@ -158,7 +164,8 @@ class Scheduler:
         if self._closing:
             raise _shutting_down()
         model = self._loaded.get(key)
-        if model is not None and (model.pool.available or not needs_slot):
+        ready = model is not None and (model.pool.available or not needs_slot)
+        if ready and not self._room_wanted:
             yield
             return
         if self._waiting >= self.max_queue:
@@ -179,42 +186,59 @@ class Scheduler:
     async def _acquire(
         self, key: LoadKey, path: Path, name: str, keep_alive: float | None
     ) -> LoadedModel:
-        """Hold the model (refs + 1), loading it first if it is not in memory."""
+        """Hold the model (refs + 1), loading it first if it is not in memory.
+
+        While a load waits for room, requests for loaded models queue behind it, so a
+        steady stream of requests to one model cannot starve a request for another."""
         seconds = self.default_keep_alive if keep_alive is None else keep_alive
-        while (model := self._loaded.get(key)) is None:
-            await self._load_lock.acquire()  # waiting here (and for room) is cancellable
-            job: asyncio.Future[LoadedModel] | None = None
-            try:
-                if self._closing:
-                    raise _shutting_down()
-                if key in self._loaded:
-                    continue
-                size = await asyncio.to_thread(
-                    self._estimator, path, key.num_ctx, self.num_parallel
-                )
-                self._check_fits(size, name, key)
-                await self._make_room(size)
-                job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size))
-            finally:
-                if job is None:
-                    self._load_lock.release()
-            return self._take_over(await self._await_load(job), name, seconds)
-        model.refs += 1
-        return self._take_over(model, name, seconds)
+        while True:
+            model = self._loaded.get(key)
+            if model is not None and not self._room_wanted:
+                model.refs += 1
+                return self._take_over(model, name, seconds)
+            if model is not None:
+                await self._released.wait()
+            elif (loaded := await self._load(key, path, name)) is not None:
+                return self._take_over(loaded, name, seconds)
+
+    async def _load(self, key: LoadKey, path: Path, name: str) -> LoadedModel | None:
+        """Load the model, held once; None if another request loaded it meanwhile."""
+        await self._load_lock.acquire()  # waiting here (and for room) is cancellable
+        job: asyncio.Future[LoadedModel] | None = None
+        try:
+            if self._closing:
+                raise _shutting_down()
+            if key in self._loaded:
+                return None
+            size = await asyncio.to_thread(self._estimator, path, key.num_ctx, self.num_parallel)
+            self._check_fits(size, name, key)
+            await self._make_room(size)
+            job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size))
+        finally:
+            if job is None:
+                self._load_lock.release()
+        return await self._await_load(job)
 
     async def _load_then_unlock(
         self, key: LoadKey, path: Path, name: str, size: int
     ) -> LoadedModel:
-        """Load in a worker thread; the new model starts held once, for its requester."""
+        """Load in a worker thread; the new model starts held once, for its requester
+        (released at once if the requester went away meanwhile)."""
+        this = asyncio.current_task()
         try:
             log.info("loading %s (num_ctx=%d, about %s)", name, key.num_ctx, human_size(size))
             engine = await asyncio.to_thread(self._loader, path, key.num_ctx)
-            pool = SlotPool(self.num_parallel)
-            model = LoadedModel(key, path, name, engine, size, pool, self.default_keep_alive)
+            pool, batcher = SlotPool(self.num_parallel), Batcher(engine, name)
+            model = LoadedModel(
+                key, path, name, engine, size, pool, batcher, self.default_keep_alive
+            )
             model.refs = 1
             self._loaded[key] = model
+            if this in self._abandoned:
+                self._release(model)
             return model
         finally:
+            self._abandoned.discard(this)
             self._load_lock.release()
 
     async def _await_load(self, job: asyncio.Future[LoadedModel]) -> LoadedModel:
@@ -224,12 +248,12 @@ class Scheduler:
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
-            job.add_done_callback(self._abandon)
+            if not job.done():
+                self._abandoned.add(job)
+                job.add_done_callback(_retrieve)
+            elif not job.cancelled() and job.exception() is None:
+                self._release(job.result())
             raise
-
-    def _abandon(self, job: asyncio.Future[LoadedModel]) -> None:
-        if not job.cancelled() and job.exception() is None:
-            self._release(job.result())
 
     def _take_over(self, model: LoadedModel, name: str, keep_alive: float) -> LoadedModel:
         """The latest request names the model and sets how long it stays once idle."""
@@ -249,15 +273,22 @@ class Scheduler:
             )
 
     async def _make_room(self, size: int) -> None:
-        """Unload idle models (least recently used first) until `size` more bytes fit."""
-        while self._crowded(size):
-            if self._closing:
-                raise _shutting_down()
-            idle = [m for m in self._loaded.values() if m.refs == 0]
-            if idle:
-                self._unload(min(idle, key=lambda m: m.last_used))
-                continue
-            await self._released.wait()  # a busy model will be released
+        """Unload idle models (least recently used first) until `size` more bytes fit.
+
+        While it waits for a busy model, new requests for loaded models wait too."""
+        self._room_wanted += 1
+        try:
+            while self._crowded(size):
+                if self._closing:
+                    raise _shutting_down()
+                idle = [m for m in self._loaded.values() if m.refs == 0]
+                if idle:
+                    self._unload(min(idle, key=lambda m: m.last_used))
+                    continue
+                await self._released.wait()  # a busy model will be released
+        finally:
+            self._room_wanted -= 1
+            self._wake()
 
     def _crowded(self, size: int) -> bool:
         if len(self._loaded) >= self.max_loaded:
@@ -294,8 +325,15 @@ class Scheduler:
         model.cancel_timer()
         if self._loaded.get(model.key) is model:
             del self._loaded[model.key]
+            model.batcher.close()
             log.info("unloaded %s", model.name)
         self._wake()
+
+
+def _retrieve(job: asyncio.Future[LoadedModel]) -> None:
+    """Log the failure of a load whose request went away (nobody else will see it)."""
+    if not job.cancelled() and (error := job.exception()) is not None:
+        log.warning("a load whose request went away failed: %s", error)
 
 
 def _shutting_down() -> RequestError:

@@ -1,12 +1,12 @@
 """A loaded model's slots: the CORRAL_NUM_PARALLEL places where its requests run.
 
 Each slot owns one Session (a KV cache and the tokens in it), created on first
-use and kept, so a conversation's next turn reuses its cache: the most
+use and kept, so a conversation's next turn reuses its cache. The slots' caches
+share one pool, so the batch loop attends for all busy slots at once. The most
 recently freed slot is handed out first. Waiting requests get slots in
 arrival order (a freed slot goes straight to the first waiter, never to a
-newcomer). Today each slot's request runs its own decode loop in a worker
-thread; batched decoding will step the sessions of `SlotPool.busy()` together,
-one batch row per slot (`Slot.index`).
+newcomer). The model's batch loop (batcher.py) steps the sessions of the busy
+slots together, one batch row per running request.
 """
 
 from __future__ import annotations
@@ -18,25 +18,33 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from corral.daemon.batcher import Batcher
 from corral.runtime.engine import Engine, Session
 
 
 @dataclass(eq=False)
 class Slot:
     index: int
-    session: Session | None = None
+    n_slots: int = 1
+    # Every slot's session once the first is asked for: one KV pool for the model.
+    pool_sessions: list[Session] = field(default_factory=list)
+
+    @property
+    def session(self) -> Session | None:
+        return self.pool_sessions[self.index] if self.pool_sessions else None
 
     def session_for(self, engine: Engine) -> Session:
-        if self.session is None:
-            self.session = engine.new_session()
-        return self.session
+        if not self.pool_sessions:
+            self.pool_sessions.extend(engine.new_sessions(self.n_slots))
+        return self.pool_sessions[self.index]
 
 
 class SlotPool:
     """Hands out slots first come, first served; a cancelled waiter leaves the line at once."""
 
     def __init__(self, size: int) -> None:
-        self.slots = tuple(Slot(i) for i in range(size))
+        sessions: list[Session] = []  # filled by the first slot to need its session
+        self.slots = tuple(Slot(i, size, sessions) for i in range(size))
         self._free = list(self.slots)  # a stack: the last freed slot is reused first
         self._waiters: deque[asyncio.Future[Slot]] = deque()
 
@@ -119,6 +127,7 @@ class LoadedModel:
     engine: Engine
     size: int
     pool: SlotPool
+    batcher: Batcher
     keep_alive: float  # seconds once idle, from the latest request; math.inf: forever
     refs: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -153,10 +162,12 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Lease:
-    """What a request holds while it generates: the engine, its slot, the load time."""
+    """What a request holds while it generates: the engine, its slot, the model's batch
+    loop, the load time."""
 
     engine: Engine
     slot: Slot
+    batcher: Batcher
     load_duration_ns: int
 
     @property

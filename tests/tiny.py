@@ -7,6 +7,7 @@ and a ChatML chat template, so every part of the pipeline runs for real.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import gguf
@@ -39,10 +40,10 @@ def byte_to_unicode() -> dict[int, str]:
     return chars
 
 
-def tiny_vocab() -> tuple[list[str], list[int], list[str]]:
+def tiny_vocab(specials: Sequence[str] = SPECIALS) -> tuple[list[str], list[int], list[str]]:
     """(tokens, token types, merges): specials first, then bytes, then merged tokens."""
-    tokens = list(SPECIALS) + [byte_to_unicode()[b] for b in range(256)]
-    types = [gguf.TokenType.CONTROL] * len(SPECIALS) + [gguf.TokenType.NORMAL] * 256
+    tokens = list(specials) + [byte_to_unicode()[b] for b in range(256)]
+    types = [gguf.TokenType.CONTROL] * len(specials) + [gguf.TokenType.NORMAL] * 256
     for merge in MERGES:
         tokens.append(merge.replace(" ", ""))
         types.append(gguf.TokenType.NORMAL)
@@ -61,6 +62,10 @@ def write_tiny_llama(
     weight_type: str = "F32",
     seed: int = 0,
     endless: bool = False,
+    specials: Sequence[str] = SPECIALS,
+    chat_template: str | None = CHATML_TEMPLATE,
+    add_bos: bool = False,
+    pre: str = "gpt2",
 ) -> Path:
     """Write a tiny llama GGUF to `path`; 2-D weights use `weight_type` (F32, F16, Q8_0, ...).
 
@@ -68,9 +73,13 @@ def write_tiny_llama(
     by itself (for tests of streams that run until cancelled). Every embedding carries a
     large constant in dimension 0, which keeps that dimension of the residual stream
     positive, and the special tokens' output rows are strongly negative there.
+
+    `specials` are the control tokens (ids 0.., BOS = 0, EOS = 2, so at least three),
+    `chat_template` the template stored (None: none), `add_bos` the tokenizer's flag, `pre`
+    the pre-tokenizer name (llama.cpp knows "gpt-2", not corral's alias "gpt2").
     """
     rng = np.random.default_rng(seed)
-    tokens, types, merges = tiny_vocab()
+    tokens, types, merges = tiny_vocab(specials)
     head_dim = d_model // n_heads
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny-llama")
@@ -85,14 +94,15 @@ def write_tiny_llama(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt2")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     writer.add_bos_token_id(0)
     writer.add_eos_token_id(2)
-    writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    writer.add_add_bos_token(add_bos)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     qtype = gguf.GGMLQuantizationType[weight_type]
 
@@ -101,7 +111,7 @@ def write_tiny_llama(
         if endless and name == "token_embd.weight":
             data[:, 0] = ENDLESS_EMBEDDING
         if endless and name == "output.weight":
-            data[: len(SPECIALS), 0] = ENDLESS_SPECIAL_LOGIT
+            data[: len(specials), 0] = ENDLESS_SPECIAL_LOGIT
         if qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, data)
         else:

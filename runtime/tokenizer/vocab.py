@@ -250,6 +250,11 @@ class Vocabulary:
     def pad_id(self) -> int | None:
         return self._roles.get("pad")
 
+    def special_id(self, role: str) -> int | None:
+        """The id settled for a special role ("bos", "eos", "eot", "fim_pre", "fim_suf",
+        "fim_mid", ...: GGUF key, else found by token text), or None if there is none."""
+        return self._roles.get(role)
+
     @property
     def eog_ids(self) -> frozenset[int]:
         """Ids that end generation: EOS, EOT, EOM, FIM pad/repo/sep and known end texts."""

@@ -85,7 +85,9 @@ def test_generate_context_round_trip(daemon: Daemon, tiny: str) -> None:
         ({"context": [-1]}, "'context' holds token -1"),
         ({"context": [1], "raw": True}, "raw mode does not support 'context'"),
         ({"context": ["a"]}, "field 'context[0]' must be an integer"),
-        ({"suffix": "tail"}, "fill-in-the-middle ('suffix') is not supported"),
+        ({"suffix": "tail"}, "tiny:latest does not support insert: its vocabulary has no fill"),
+        ({"suffix": "tail", "raw": True}, "raw mode does not support 'suffix'"),
+        ({"suffix": "tail", "context": [1]}, "'suffix' does not support 'context'"),
     ],
 )
 def test_bad_generate_context_is_400(daemon: Daemon, tiny: str, extra: dict, message: str) -> None:

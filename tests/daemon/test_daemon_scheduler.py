@@ -254,3 +254,35 @@ def test_close_unloads_everything(models: tuple[Path, Path]) -> None:
         assert s.loaded() == []
 
     run(test)
+
+
+def test_a_steady_stream_to_the_loaded_model_does_not_starve_another(
+    models: tuple[Path, Path],
+) -> None:
+    a, b = models
+    loader = RecordingLoader()
+
+    async def test() -> None:
+        s = scheduler(loader, max_loaded=1, num_parallel=4)
+        order: list[str] = []
+
+        async def use(path: Path, digest: str, label: str, hold: float) -> None:
+            async with s.use(path, digest, NUM_CTX):
+                order.append(label)
+                await asyncio.sleep(hold)
+
+        async def stream() -> None:  # each request to A starts before the previous ends
+            tasks = []
+            for i in range(10):
+                tasks.append(asyncio.create_task(use(a, "A", f"A{i}", 0.05)))
+                await asyncio.sleep(0.02)
+            await asyncio.gather(*tasks)
+
+        streaming = asyncio.create_task(stream())
+        await eventually(lambda: "A1" in order)  # A is loaded and never idle from now on
+        await use(b, "B", "B", 0)
+        await streaming
+        assert order[-1] != "B", order  # B did not wait for the stream to dry up
+        assert [p.name for p in loader.calls] == ["a.gguf", "b.gguf", "a.gguf"]
+
+    run(test)

@@ -172,7 +172,7 @@ def test_errors_surface_as_response_errors(client: ollama.Client, tcp_tiny: str)
     assert copy_missing.value.status_code == 404
     with pytest.raises(ollama.ResponseError) as fim:
         client.generate(tcp_tiny, "def f(", suffix="return x")
-    assert fim.value.status_code == 400 and "suffix" in fim.value.error
+    assert fim.value.status_code == 400 and "does not support insert" in fim.value.error
     with pytest.raises(ollama.ResponseError) as images:
         client.generate(tcp_tiny, "what is this?", images=[b"\x89PNG not really"])
     assert images.value.status_code == 400 and "images" in images.value.error

@@ -270,7 +270,7 @@ def test_stream_is_server_sent_events_ending_with_done(base_url: str, tcp_tiny: 
 def test_a_client_leaving_a_stream_stops_its_generation(
     client: openai.OpenAI, tcp_daemon: Daemon, tmp_path: Path
 ) -> None:
-    long = write_tiny_llama(tmp_path / "endless.gguf", context_length=1 << 20)
+    long = write_tiny_llama(tmp_path / "endless.gguf", context_length=1 << 20, endless=True)
     assert tcp_daemon.client.pull(str(long), stream=False).status == "success"
     ended = tcp_daemon.log().count("generation ended (cancel)")
     stream = client.chat.completions.create(  # no max_tokens: runs until num_ctx is full

@@ -1,0 +1,223 @@
+"""One loaded model's batch loop: its running generations advance together.
+
+Each loaded model has one thread (started on first use) that owns the engine's
+generations. A request hands it a job (its slot's session, the prompt ids, the
+settings, a cancel Event) and reads the job's events in asyncio. Between decode
+steps the loop admits the oldest waiting job (the prompt is prefilled, then the
+job joins the batch); each step advances every active generation by one token
+with one batched forward pass (`Engine.decode_step`) and hands each job its own
+events. A job leaves the batch as soon as it ends: stopped, out of tokens, or
+cancelled (a cancelled job ends at the next step, with done reason "cancel").
+
+A failed prefill fails only its own job; a failed batched step fails the jobs in
+that step (their sessions are reset, so a half-written KV cache is never reused).
+Leaving the event iteration early (the client went away) cancels the job and
+waits until the loop has dropped it, so the slot's session is free when the slot
+is handed on. The loop logs each change in the number of rows it decodes at once
+("<model>: decoding a batch of N").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from corral.daemon.errors import RequestError
+from corral.daemon.settings import GenerationSettings
+from corral.runtime.engine import Done, Engine, Session
+from corral.runtime.generation import Event, Generation
+
+log = logging.getLogger(__name__)
+
+_ITEM, _ERROR, _END = range(3)
+
+
+class _Job:
+    """One request's generation as the loop sees it; events go to the request's loop."""
+
+    def __init__(
+        self,
+        session: Session,
+        prompt: Sequence[int],
+        settings: GenerationSettings,
+        cancel: threading.Event,
+        name: str,
+    ) -> None:
+        self.session = session
+        self.prompt = list(prompt)
+        self.settings = settings
+        self.cancel = cancel
+        self.name = name
+        self.generation: Generation | None = None
+        self._loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self.dropped: asyncio.Future[None] = self._loop.create_future()  # the loop let go
+
+    # ----- from the batch thread ----------------------------------------------
+
+    def post(self, kind: int, value: Any = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is already closed
+            self._loop.call_soon_threadsafe(self._receive, kind, value)
+
+    def fail(self, error: BaseException) -> None:
+        self.post(_ERROR, error)
+
+    def deliver(self, events: Sequence[Event]) -> bool:
+        """Send `events` on; False once the generation has ended."""
+        for event in events:
+            self.post(_ITEM, event)
+            if isinstance(event, Done):
+                log.info(
+                    "%s: generation ended (%s) after %d tokens",
+                    self.name,
+                    event.reason,
+                    event.eval_count,
+                )
+                self.post(_END)
+                return False
+        return True
+
+    # ----- on the event loop --------------------------------------------------
+
+    def _receive(self, kind: int, value: Any) -> None:
+        self.queue.put_nowait((kind, value))
+        if kind != _ITEM and not self.dropped.done():
+            self.dropped.set_result(None)
+
+
+class Batcher:
+    """The batch loop of one loaded model (one thread, started on first use)."""
+
+    def __init__(self, engine: Engine, label: str) -> None:
+        self.engine = engine
+        self.label = label  # the model's name when it was loaded, for the log
+        self._pending: deque[_Job] = deque()
+        self._active: list[_Job] = []  # only the loop's thread touches it
+        self._wakeup = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._rows = 0  # rows in the latest step
+
+    async def generate(
+        self,
+        session: Session,
+        prompt: Sequence[int],
+        settings: GenerationSettings,
+        cancel: threading.Event,
+        name: str,
+    ) -> AsyncIterator[Event]:
+        """The generation's events: Pieces, then one Done. Errors are raised here."""
+        job = _Job(session, prompt, settings, cancel, name)
+        with self._wakeup:
+            if self._closed:
+                raise RequestError(f"{self.label} was unloaded; try again", 503)
+            self._pending.append(job)
+            self._start()
+            self._wakeup.notify()
+        try:
+            while True:
+                kind, value = await job.queue.get()
+                if kind == _ITEM:
+                    yield value
+                elif kind == _ERROR:
+                    raise value
+                else:
+                    return
+        finally:
+            cancel.set()
+            self._notify()
+            await asyncio.shield(job.dropped)
+
+    def close(self) -> None:
+        """Stop the loop once its jobs have ended (it cancels them first)."""
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+
+    # ----- the loop -----------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"corral-batch-{self.label}", daemon=True
+            )
+            self._thread.start()
+
+    def _notify(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            running, newcomer = self._next()
+            if not running:
+                return
+            try:
+                if newcomer is not None:
+                    self._admit(newcomer)
+                if self._active:
+                    self._step()
+            except Exception as e:  # a bug here must not leave requests waiting forever
+                log.exception("%s: the batch loop failed", self.label)
+                for job in [*self._active, *([newcomer] if newcomer else [])]:
+                    job.fail(e)
+                self._active = []
+
+    def _next(self) -> tuple[bool, _Job | None]:
+        """Once there is work: (True, the next job to admit or None); (False, None) when
+        closed with nothing left to finish."""
+        with self._wakeup:
+            while not self._pending and not self._active:
+                if self._closed:
+                    return False, None
+                self._wakeup.wait()
+            if self._closed:
+                for job in [*self._pending, *self._active]:
+                    job.cancel.set()
+            return True, self._pending.popleft() if self._pending else None
+
+    def _admit(self, job: _Job) -> None:
+        """Prefill the newcomer's prompt; it joins the batch unless it ended already."""
+        if job.cancel.is_set():  # its client left (or the daemon stops) before it started
+            job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
+            return
+        s = job.settings
+        log.info("%s: generating from %d prompt tokens", job.name, len(job.prompt))
+        try:
+            gen = self.engine.start_generation(
+                job.session, job.prompt, s.sampler, s.num_predict, s.stop, job.cancel
+            )
+            events = gen.start()
+        except Exception as e:
+            job.fail(e)
+            return
+        job.generation = gen
+        if job.deliver(events):
+            self._active.append(job)
+
+    def _step(self) -> None:
+        """Advance every active generation by one token, together."""
+        jobs = self._active
+        if len(jobs) != self._rows:
+            log.info("%s: decoding a batch of %d", self.label, len(jobs))
+            self._rows = len(jobs)
+        try:
+            results = self.engine.decode_step([j.generation for j in jobs])  # type: ignore[misc]
+        except Exception as e:
+            for job in jobs:
+                _forget(job.session)
+                job.fail(e)
+            self._active = []
+            return
+        self._active = [j for j, events in zip(jobs, results, strict=True) if j.deliver(events)]
+
+
+def _forget(session: Session) -> None:
+    """Empty a session whose cache a failed step may have left half-written."""
+    session.cache.truncate(0)
+    session.tokens.clear()
