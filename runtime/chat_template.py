@@ -2,8 +2,19 @@
 
 Templates come from downloaded files, so they run in Jinja2's immutable
 sandbox, with the same environment settings and helpers that Hugging Face's
-`apply_chat_template` gives them (trim_blocks, lstrip_blocks,
-raise_exception, strftime_now, a tojson that keeps non-ASCII text).
+`apply_chat_template` gives them (trim_blocks, lstrip_blocks, loop controls,
+the `{% generation %}` block, raise_exception, strftime_now, a tojson that
+keeps non-ASCII text).
+
+Three conventions follow llama.cpp's chat rendering (common/chat.cpp), the reference
+corral is compared with:
+- an undefined value is lenient all the way down (`messages[0]['role']` of an empty list
+  is undefined, not an error);
+- the context also holds today's date as `date_string` ("22 Nov 2026", which Llama 3.x
+  templates print as "Today Date") and `datetime` ("Nov 22 2026");
+- a template that does not take a system message (it refuses one, as Gemma 2's does,
+  or leaves it out of its output) gets the system prompt merged into the next message,
+  "system\nmessage", instead of failing.
 """
 
 from __future__ import annotations
@@ -11,10 +22,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
-from typing import Any
+from functools import cached_property, lru_cache
+from typing import Any, ClassVar
 
 import jinja2
+import jinja2.ext
+from jinja2 import nodes
+from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # Used when a model ships no template: plain role-labelled turns.
@@ -28,6 +42,14 @@ PLAIN_TEMPLATE = (
 )
 
 
+# A conversation to find out whether a template uses a system message's content.
+_SYSTEM_PROBE = "corral-system-probe-7f3a"
+_PROBE_MESSAGES = (
+    {"role": "system", "content": _SYSTEM_PROBE},
+    {"role": "user", "content": "User message"},
+)
+
+
 class TemplateError(ValueError):
     """A chat template failed to compile or render; the message says why."""
 
@@ -36,17 +58,47 @@ def _raise_exception(message: str) -> None:
     raise TemplateError(f"chat template refused the conversation: {message}")
 
 
-def _tojson(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """Hugging Face's tojson; undefined values are null."""
+    return json.dumps(
+        value,
+        ensure_ascii=ensure_ascii,
+        indent=indent,
+        separators=separators,
+        sort_keys=sort_keys,
+        default=lambda v: None if isinstance(v, jinja2.Undefined) else str(v),
+    )
 
 
 def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+class _GenerationBlock(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` (Hugging Face marks the assistant's part of
+    a training sample with it): renders its body."""
+
+    tags: ClassVar[set[str]] = {"generation"}
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
 @lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.ChainableUndefined,
+        extensions=[jinja2.ext.loopcontrols, _GenerationBlock],
+    )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -73,15 +125,47 @@ class ChatTemplate:
         **extra: Any,
     ) -> str:
         """Render a conversation to the prompt text the model expects."""
+        turns = [dict(m) for m in messages]
+        if turns and turns[0].get("role") == "system" and not self.supports_system_role:
+            turns = _merge_system(turns)
+        return self._render(turns, add_generation_prompt, extra)
+
+    @cached_property
+    def supports_system_role(self) -> bool:
+        """Whether a system message's content reaches the output (llama.cpp's check)."""
+        try:
+            text = self._render([dict(m) for m in _PROBE_MESSAGES], False, {})
+        except TemplateError:
+            return False
+        return _SYSTEM_PROBE in text
+
+    def _render(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool, extra: dict[str, Any]
+    ) -> str:
+        now = datetime.now()
+        context = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
         try:
             return self._template.render(
-                messages=[dict(m) for m in messages],
+                **{**context, **extra},
+                messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                **extra,
             )
         except TemplateError:
             raise
-        except jinja2.TemplateError as e:
+        except Exception as e:  # the template's own code failed (Jinja or Python error)
             raise TemplateError(f"chat template failed to render: {e}") from e
+
+
+def _merge_system(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The system message folded into the next one, as llama.cpp does for templates
+    without a system role; a lone system message is dropped."""
+    system, rest = turns[0], turns[1:]
+    if not rest:
+        return []
+    first = dict(rest[0])
+    if not (isinstance(system.get("content"), str) and isinstance(first.get("content"), str)):
+        return turns  # parts, not text: left to the template
+    first["content"] = system["content"] + "\n" + first["content"]
+    return [first, *rest[1:]]

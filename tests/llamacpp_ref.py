@@ -6,6 +6,11 @@ evaluated in one batch (no prompt cache), one token is sampled with a logit bias
 forces a one-byte token (so the server reports probabilities at once, whatever the top
 token's bytes), and the reported probabilities are those before sampling
 (post_sampling_probs = false), which the bias does not touch.
+
+`complete(request)` runs the server's /completion handler and returns its verbose answer;
+`apply_template(messages)` renders a conversation with llama.cpp's own Jinja engine and
+the GGUF's chat template (or the one given as `chat_template`), as llama-server's
+/apply-template does.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ EXACT = Settings(cache_type_k="f32", cache_type_v="f32", flash_attn="off")  # fl
 class LlamaCpp:
     """One model loaded into an in-process llama-server."""
 
-    def __init__(self, model: Path, settings: Settings = Settings()) -> None:
+    def __init__(
+        self, model: Path, settings: Settings = Settings(), chat_template: str | None = None
+    ) -> None:
         params = xllamacpp.CommonParams()
         params.model.path = str(model)
         params.n_ctx = settings.n_ctx
@@ -58,6 +65,9 @@ class LlamaCpp:
         params.cache_type_k = GGML_TYPES[settings.cache_type_k]
         params.cache_type_v = GGML_TYPES[settings.cache_type_v]
         params.flash_attn_type = FLASH_ATTN[settings.flash_attn]
+        params.use_jinja = True
+        if chat_template is not None:
+            params.chat_template = chat_template
         self.server = xllamacpp.Server(params)
         forced = self.tokenize(FORCED_TEXT, add_special=False)
         if len(forced) != 1:
@@ -73,9 +83,25 @@ class LlamaCpp:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.load(response)
 
+    def props(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.server.listening_address + "/props") as response:
+            return json.load(response)
+
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
         body = {"content": text, "add_special": add_special, "parse_special": True}
         return [int(t) for t in self.post("/tokenize", body)["tokens"]]
+
+    def apply_template(
+        self, messages: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt llama-server renders for a chat request (BOS text stripped from its
+        start when the vocabulary adds BOS itself, as llama.cpp's common_chat does)."""
+        body = {"messages": messages, "add_generation_prompt": add_generation_prompt}
+        return str(self.post("/apply-template", body)["prompt"])
+
+    def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The /completion handler's verbose answer to `request` (a /completion body)."""
+        return self.server.handle_completions({**request, "verbose": True})["__verbose"]
 
     def next_token_logprobs(
         self, context: list[int], n_probs: int, cache_prompt: bool = False
@@ -95,9 +121,8 @@ class LlamaCpp:
             "cache_prompt": cache_prompt,
             "logit_bias": [[self.forced_id, 100.0]],
             "return_tokens": True,
-            "verbose": True,
         }
-        out = self.server.handle_completions(request)["__verbose"]
+        out = self.complete(request)
         if out["tokens"] != [self.forced_id] or out["tokens_evaluated"] != len(context):
             raise RuntimeError(
                 f"unexpected llama.cpp answer: sampled {out['tokens']}, "

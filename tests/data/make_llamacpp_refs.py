@@ -1,69 +1,91 @@
-"""Regenerate tests/data/smollm2_greedy.json: llama.cpp's greedy reference chains for SmolLM2.
+"""Regenerate tests/data/<model>_greedy.json: llama.cpp's greedy reference chains.
 
-Run from the repository root (takes about a minute; fetches the model on first use):
+Run from the repository root (a few minutes on 2 cores; fetches the models on first use):
 
-    python tests/data/make_llamacpp_refs.py
+    python tests/data/make_llamacpp_refs.py                  # smollm2, qwen25_coder, gemma3
+    python tests/data/make_llamacpp_refs.py qwen25_coder     # some models; others kept
 
-llama.cpp runs in-process through xllamacpp (its embedded llama-server). Two sections:
+llama.cpp runs in-process through xllamacpp (its embedded llama-server, driven by
+tests/llamacpp_ref.py) with 2 threads. Two sections per model:
 
-- "q4_1": the SmolLM2-135M-Instruct Q4_1 GGUF as shipped, llama.cpp's default KV cache
-  (f16) and flash attention ("auto", which resolves to enabled on CPU);
-- "f32": an all-F32 dequantized copy of the same GGUF (written with gguf-py into the
+- "default": the GGUF as shipped, llama.cpp's default KV cache (f16) and flash attention
+  ("auto", which resolves to enabled on CPU);
+- "exact": an all-F32 dequantized copy of the same GGUF (written with gguf-py into the
   test cache, never into the repo), f32 KV cache, flash attention off: exact float math,
   the closest reference for a float32 runtime.
 
+Prompts: English, code and Chinese text, a chat turn written out in the model's format,
+and chat turns rendered by llama.cpp's /apply-template (its own Jinja engine) with the
+model's chat template: a single user turn and a system prompt with a multi-turn history.
+gemma-3-270m (the base model) ships no template; its chat turns use Gemma 3's
+instruction template (tests/data/chat_templates/google-gemma-3-it.jinja), given to
+llama.cpp as --chat-template.
+
 For every prompt it records the prompt token ids llama.cpp used (from the server's
-/tokenize with the same add_special/parse_special as /completion; SmolLM2 has
-add_bos_token = false, so no BOS is added), the greedy continuation (temperature 0,
-top_k 1, at most 32 tokens, stops at EOS) and, for each generated step, llama.cpp's top-2
-candidates with their log-probabilities: log-softmax of the raw logits before sampling
-(n_probs, post_sampling_probs = false). Differences of logprobs equal differences of
-logits, so "gap" (top-1 minus top-2 logprob) is the logit gap a comparison test needs.
+/tokenize with the same add_special/parse_special as /completion), the greedy
+continuation (temperature 0, top_k 1, at most 32 tokens, stops at EOS) and, for each
+generated step, llama.cpp's top-2 candidates with their log-probabilities: log-softmax of
+the raw logits before sampling (n_probs, post_sampling_probs = false). Differences of
+logprobs equal differences of logits, so "gap" (top-1 minus top-2 logprob) is the logit
+gap a comparison test needs. The server reports probabilities only for tokens that
+complete a UTF-8 character; the other steps ("source": "teacher_forced") are scored by
+evaluating the prompt plus the chain so far.
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
 import importlib.metadata
-import json
 import logging
-import os
 import sys
-import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gguf
-import numpy as np
 import xllamacpp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for assets.py
-import assets
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+from llamacpp_ref import EXACT, LlamaCpp, Settings
+from refs_common import MODELS, dumps, f32_copy, sha256, token_bytes
 
 log = logging.getLogger("make_llamacpp_refs")
 
-OUT = Path(__file__).with_name("smollm2_greedy.json")
+DATA = Path(__file__).parent
 COMMAND = "python tests/data/make_llamacpp_refs.py"
-F32_NAME = "SmolLM2-135M-Instruct.F32.gguf"
+GEMMA3_TEMPLATE = DATA / "chat_templates" / "google-gemma-3-it.jinja"
 N_PREDICT = 32
 N_PROBS = 2
-N_THREADS = 2
-N_CTX = 512
 NEAR_TIE = 0.5
 
-# (name, raw prompt); the chat case is ChatML written out by hand, without a system turn.
+# (name, raw prompt), for every model.
 PROMPTS: tuple[tuple[str, str], ...] = (
     ("capital", "The capital of France is"),
-    ("chatml", "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"),
     ("code", "def fibonacci(n):"),
     ("chinese", "中国的首都是"),
 )
-# Rendered by llama.cpp's /apply-template with the GGUF's own chat template (which adds
-# SmolLM2's default system prompt when the first message is not a system message).
+# A chat turn written out by hand in the model's own format (no system turn).
+CHATML_TURN = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+RAW_CHAT: dict[str, str] = {
+    "smollm2": CHATML_TURN,
+    "qwen25_coder": CHATML_TURN,
+    "gemma3": "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+}
+# Rendered by llama.cpp's /apply-template with the model's chat template (SmolLM2's and
+# Qwen's add a default system prompt when the first message is not a system message).
 TEMPLATE_CASES: tuple[tuple[str, list[dict[str, str]]], ...] = (
     ("chat_template", [{"role": "user", "content": "What is 2+2?"}]),
+    (
+        "chat_history",
+        [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "The capital of France is Paris."},
+            {"role": "user", "content": "And the capital of Italy?"},
+        ],
+    ),
 )
+# Models whose GGUF has no chat template: the template llama.cpp is given instead.
+TEMPLATE_OVERRIDES: dict[str, Path] = {"gemma3": GEMMA3_TEMPLATE}
 
 SAMPLING: dict[str, Any] = {
     "temperature": 0.0,
@@ -74,128 +96,8 @@ SAMPLING: dict[str, Any] = {
     "repeat_penalty": 1.0,
     "cache_prompt": False,
     "return_tokens": True,
-    "verbose": True,
 }
-
-GGML_TYPES = {"f16": xllamacpp.ggml_type.GGML_TYPE_F16, "f32": xllamacpp.ggml_type.GGML_TYPE_F32}
-FLASH_ATTN = {
-    "auto": xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_AUTO,
-    "on": xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-    "off": xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-}
-
-
-@dataclass(frozen=True)
-class LlamaCppSettings:
-    cache_type_k: str
-    cache_type_v: str
-    flash_attn: str
-    n_threads: int = N_THREADS
-    n_threads_batch: int = N_THREADS
-    n_ctx: int = N_CTX
-    n_parallel: int = 1
-
-
-CONFIGS: dict[str, LlamaCppSettings] = {
-    "q4_1": LlamaCppSettings(cache_type_k="f16", cache_type_v="f16", flash_attn="auto"),
-    "f32": LlamaCppSettings(cache_type_k="f32", cache_type_v="f32", flash_attn="off"),
-}
-
-
-def write_f32_copy(src: Path, dest: Path) -> None:
-    """Write ``dest``: ``src`` with every tensor dequantized to F32, same metadata
-    (general.file_type set to ALL_F32), tensors in the same order."""
-    reader = gguf.GGUFReader(src)
-    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
-    writer = gguf.GGUFWriter(dest, arch=arch, endianess=reader.endianess)
-    for field in reader.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue  # written by GGUFWriter itself
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        value = field.contents()
-        if field.name == gguf.Keys.General.FILE_TYPE:
-            value = int(gguf.LlamaFileType.ALL_F32)
-        writer.add_key_value(field.name, value, kind, sub_type=sub)
-    for t in reader.tensors:
-        shape = tuple(int(n) for n in reversed(t.shape))  # numpy order (rows, cols)
-        writer.add_tensor_info(t.name, shape, np.dtype(np.float32), 4 * int(np.prod(shape)))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for t in reader.tensors:
-        data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
-        writer.write_tensor_data(data.reshape(tuple(int(n) for n in reversed(t.shape))))
-    writer.close()
-
-
-def smollm2_f32_gguf() -> Path:
-    """The all-F32 copy of the SmolLM2 GGUF, built once in the test cache."""
-    src = assets.smollm2_gguf()
-    target = src.with_name(F32_NAME)
-    if target.is_file():
-        return target
-    with assets.cache_lock() as root:
-        if not target.is_file():
-            part = root / f"{assets.TMP_PREFIX}{F32_NAME}.{os.getpid()}"
-            log.info("writing dequantized copy %s", target)
-            write_f32_copy(src, part)
-            os.replace(part, target)
-    return target
-
-
-def make_server(model: Path, cfg: LlamaCppSettings) -> xllamacpp.Server:
-    params = xllamacpp.CommonParams()
-    params.model.path = str(model)
-    params.n_ctx = cfg.n_ctx
-    params.n_parallel = cfg.n_parallel
-    params.cpuparams.n_threads = cfg.n_threads
-    params.cpuparams_batch.n_threads = cfg.n_threads_batch
-    params.cache_type_k = GGML_TYPES[cfg.cache_type_k]
-    params.cache_type_v = GGML_TYPES[cfg.cache_type_v]
-    params.flash_attn_type = FLASH_ATTN[cfg.flash_attn]
-    return xllamacpp.Server(params)
-
-
-def post(server: xllamacpp.Server, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST to the embedded llama-server's loopback HTTP endpoint."""
-    request = urllib.request.Request(
-        server.listening_address + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.load(response)
-
-
-def tokenize(server: xllamacpp.Server, text: str) -> list[int]:
-    # /completion tokenizes with add_special=true, parse_special=true; mirror that.
-    body = {"content": text, "add_special": True, "parse_special": True}
-    return [int(t) for t in post(server, "/tokenize", body)["tokens"]]
-
-
-def gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2 byte-level BPE: the printable character that stands for each byte, inverted."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
-    keep += range(ord("®"), ord("ÿ") + 1)
-    moved = [b for b in range(256) if b not in keep]
-    pairs = [(chr(b), b) for b in keep] + [(chr(256 + n), b) for n, b in enumerate(moved)]
-    return dict(pairs)
-
-
-def token_bytes(model: Path) -> list[bytes]:
-    """The bytes llama.cpp's server prints for each token id (control tokens print as "")."""
-    fields = gguf.GGUFReader(model).fields
-    if fields["tokenizer.ggml.model"].contents() != "gpt2":
-        raise RuntimeError(f"{model.name}: expected a gpt2 (byte-level BPE) vocabulary")
-    decoder = gpt2_byte_decoder()
-    tokens = fields["tokenizer.ggml.tokens"].contents()
-    kinds = fields["tokenizer.ggml.token_type"].contents()
-    control = int(gguf.TokenType.CONTROL)
-    return [
-        b"" if k == control else bytes(decoder[c] for c in t)
-        for t, k in zip(tokens, kinds, strict=True)
-    ]
+SECTIONS: dict[str, Settings] = {"default": Settings(), "exact": EXACT}
 
 
 UTF8_LEADS = ((0xE0, 0xC0, 2), (0xF0, 0xE0, 3), (0xF8, 0xF0, 4))  # (mask, lead bits, length)
@@ -205,15 +107,7 @@ def utf8_complete(text: bytes) -> bool:
     """llama.cpp server's validate_utf8(text) == len(text): no cut-off character at the end."""
     for back in range(1, min(4, len(text)) + 1):
         lead = text[-back]
-        need = (
-            2
-            if lead & 0xE0 == 0xC0
-            else 3
-            if lead & 0xF0 == 0xE0
-            else 4
-            if lead & 0xF8 == 0xF0
-            else 0
-        )
+        need = next((n for mask, bits, n in UTF8_LEADS if lead & mask == bits), 0)
         if back < need:
             return False
     return True
@@ -239,127 +133,106 @@ def align_chain(ids: list[int], pieces: list[bytes], entries: list[dict]) -> dic
     return found
 
 
-def step_record(token: int, entry: dict[str, Any], source: str) -> dict[str, Any]:
-    top = [[int(c["id"]), float(c["logprob"])] for c in entry["top_logprobs"]]
+def step_record(token: int, top: list[tuple[int, float]], source: str) -> dict[str, Any]:
     if top[0][0] != token:
         raise RuntimeError(f"greedy token {token} is not llama.cpp's top-1 {top[0]}")
-    return {"id": token, "top": top, "gap": top[0][1] - top[1][1], "source": source}
+    pairs = [[int(i), float(lp)] for i, lp in top]
+    return {"id": token, "top": pairs, "gap": pairs[0][1] - pairs[1][1], "source": source}
 
 
 @dataclass(frozen=True)
 class Reference:
     """One llama.cpp server plus what is needed to read its answers."""
 
-    server: xllamacpp.Server
+    llama: LlamaCpp
     pieces: list[bytes]
-    force_id: int  # a one-byte token forced by logit_bias for teacher-forced steps
 
-    def complete(self, prompt: str | list[int], **overrides: Any) -> dict[str, Any]:
-        return self.server.handle_completions({"prompt": prompt, **SAMPLING, **overrides})[
-            "__verbose"
-        ]
-
-    def teacher_forced(self, context: list[int]) -> dict[str, Any]:
-        """Probabilities of the next token after ``context`` (raw logits; logit_bias only
-        steers the sampled token to a complete character so the server reports them)."""
-        out = self.complete(context, n_predict=1, logit_bias=[[self.force_id, 100.0]])
-        if out["tokens"] != [self.force_id]:
-            raise RuntimeError(f"teacher-forced step sampled {out['tokens']}")
-        return out["completion_probabilities"][0]
-
-
-def run_case(ref: Reference, name: str, prompt: str) -> dict[str, Any]:
-    prompt_ids = tokenize(ref.server, prompt)
-    out = ref.complete(prompt)
-    if out["tokens_evaluated"] != len(prompt_ids) or out["prompt"] != prompt:
-        raise RuntimeError(f"{name}: /tokenize disagrees with the prompt /completion evaluated")
-    ids = [int(t) for t in out["tokens"]]
-    chain = align_chain(ids, ref.pieces, out.get("completion_probabilities", []))
-    steps = [
-        step_record(tok, chain[i], "chain")
-        if i in chain
-        else step_record(tok, ref.teacher_forced(prompt_ids + ids[:i]), "teacher_forced")
-        for i, tok in enumerate(ids)
-    ]
-    near = [i for i, s in enumerate(steps) if s["gap"] < NEAR_TIE]
-    return {
-        "name": name,
-        "prompt": prompt,
-        "prompt_ids": prompt_ids,
-        "generated_ids": ids,
-        "text": out["content"],
-        "stop_type": out["stop_type"],
-        "first_near_tie": near[0] if near else None,
-        "steps": steps,
-    }
+    def case(self, name: str, prompt: str) -> dict[str, Any]:
+        prompt_ids = self.llama.tokenize(prompt)
+        out = self.llama.complete({"prompt": prompt, **SAMPLING})
+        # the server echoes the evaluated tokens as text: BOS included, where one was added
+        if out["tokens_evaluated"] != len(prompt_ids) or not out["prompt"].endswith(prompt):
+            raise RuntimeError(f"{name}: /tokenize disagrees with the prompt /completion used")
+        ids = [int(t) for t in out["tokens"]]
+        chain = align_chain(ids, self.pieces, out.get("completion_probabilities", []))
+        steps = []
+        for i, tok in enumerate(ids):
+            if i in chain:
+                top = [(c["id"], c["logprob"]) for c in chain[i]["top_logprobs"]]
+                steps.append(step_record(tok, top, "chain"))
+            else:
+                top = self.llama.next_token_logprobs(prompt_ids + ids[:i], N_PROBS)
+                steps.append(step_record(tok, top, "teacher_forced"))
+        near = [i for i, s in enumerate(steps) if s["gap"] < NEAR_TIE]
+        return {
+            "name": name,
+            "prompt": prompt,
+            "prompt_ids": prompt_ids,
+            "generated_ids": ids,
+            "text": out["content"],
+            "stop_type": out["stop_type"],
+            "first_near_tie": near[0] if near else None,
+            "steps": steps,
+        }
 
 
-def run_config(model: Path, cfg: LlamaCppSettings, pieces: list[bytes]) -> dict[str, Any]:
-    server = make_server(model, cfg)
-    props = json.loads(urllib.request.urlopen(server.listening_address + "/props").read())
-    (force_id,) = tokenize(server, ".")
-    ref = Reference(server, pieces, force_id)
-    cases = [run_case(ref, name, prompt) for name, prompt in PROMPTS]
-    for name, messages in TEMPLATE_CASES:
-        rendered = post(server, "/apply-template", {"messages": messages})["prompt"]
-        case = run_case(ref, name, rendered)
+def run_section(name: str, model: Path, settings: Settings, pieces: list[bytes]) -> dict:
+    template = TEMPLATE_OVERRIDES.get(name)
+    llama = LlamaCpp(model, settings, template.read_text() if template else None)
+    ref = Reference(llama, pieces)
+    cases = [ref.case(n, p) for n, p in (*PROMPTS, ("raw_chat", RAW_CHAT[name]))]
+    for case_name, messages in TEMPLATE_CASES:
+        case = ref.case(case_name, llama.apply_template(messages))
         cases.append({"messages": messages, **case})
+    log.info("%s %s: %d cases", name, model.name, len(cases))
     return {
-        "model": {"file": model.name, "ftype": props.get("model_ftype")},
-        "llama_cpp": asdict(cfg),
+        "model": {"file": model.name, "ftype": llama.props().get("model_ftype")},
+        "llama_cpp": settings.as_dict(),
         "cases": cases,
     }
 
 
-def dumps(obj: Any, level: int = 0) -> str:
-    """JSON with one line per step record and per list of scalars, indented otherwise."""
-    flat = isinstance(obj, dict) and "gap" in obj
-    flat |= isinstance(obj, list) and all(not isinstance(v, dict | list) for v in obj)
-    if flat or not isinstance(obj, dict | list) or not obj:
-        return json.dumps(obj, ensure_ascii=False)
-    pad, inner = " " * level, " " * (level + 1)
-    if isinstance(obj, list):
-        items = [inner + dumps(v, level + 1) for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    items = [f"{inner}{json.dumps(k)}: {dumps(v, level + 1)}" for k, v in obj.items()]
-    return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    models = {"q4_1": assets.smollm2_gguf(), "f32": smollm2_f32_gguf()}
-    pieces = token_bytes(models["q4_1"])
-    sections = {key: run_config(models[key], cfg, pieces) for key, cfg in CONFIGS.items()}
+def model_doc(name: str) -> dict[str, Any]:
+    shipped, copy = MODELS[name].fetch(), f32_copy(name)
+    pieces = token_bytes(shipped)
+    sections = {
+        "default": run_section(name, shipped, SECTIONS["default"], pieces),
+        "exact": run_section(name, copy, SECTIONS["exact"], pieces),
+    }
     versions = xllamacpp._version.get_versions()
-    doc = {
-        "command": COMMAND,
+    template = TEMPLATE_OVERRIDES.get(name)
+    return {
+        "command": f"{COMMAND} {name}",
         "generator": {
             "xllamacpp": xllamacpp.__version__,
             "xllamacpp_revision": versions["full-revisionid"],
-            "build_info": xllamacpp.BUILD_INFO,
             "gguf_py": importlib.metadata.version("gguf"),  # wrote the F32 copy
         },
         "source_model": {
-            "requirement": assets.SMOLLM2_REQUIREMENT,
-            "member": assets.SMOLLM2_MEMBER,
-            "sha256": assets.SMOLLM2_SHA256,
-            "f32_copy_sha256": sha256(models["f32"]),
+            "requirement": MODELS[name].requirement,
+            "file": shipped.name,
+            "sha256": sha256(shipped),
+            "f32_copy_sha256": sha256(copy),
         },
+        "chat_template": str(template.relative_to(DATA.parents[1])) if template else "gguf",
         "scores": "logprob: log-softmax of raw logits before sampling; gap = top1 - top2",
         "near_tie": NEAR_TIE,
-        "sampling": {k: v for k, v in SAMPLING.items() if k not in ("verbose", "return_tokens")},
+        "sampling": {k: v for k, v in SAMPLING.items() if k != "return_tokens"},
         **sections,
     }
-    OUT.write_text(dumps(doc) + "\n", encoding="utf-8")
-    log.info("wrote %s", OUT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("models", nargs="*", help=f"some of {', '.join(MODELS)} (default: all)")
+    args = parser.parse_args()
+    if unknown := [n for n in args.models if n not in MODELS]:
+        parser.error(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in args.models or list(MODELS):
+        out = DATA / f"{name}_greedy.json"
+        out.write_text(dumps(model_doc(name)) + "\n", encoding="utf-8")
+        log.info("wrote %s", out)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,8 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ import xllamacpp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 import assets
 from llamacpp_ref import EXACT, LlamaCpp, Settings
-from make_llamacpp_refs import F32_NAME, dumps, sha256, write_f32_copy
+from refs_common import MODELS, dumps, f32_copy, sha256
 
 log = logging.getLogger("make_teacher_forced_refs")
 
@@ -54,30 +52,6 @@ OUT = Path(__file__).with_name("teacher_forced.json")
 COMMAND = "python tests/data/make_teacher_forced_refs.py"
 N_TOKENS = 256
 DECIMALS = 5
-
-MODELS: dict[str, tuple[Callable[[], Path], str]] = {
-    "smollm2": (assets.smollm2_gguf, assets.SMOLLM2_REQUIREMENT),
-    "qwen25_coder": (
-        assets.qwen25_coder_gguf,
-        f"{assets.QWEN25_CODER_PACKAGE}1..{assets.QWEN25_CODER_PARTS}"
-        f"=={assets.QWEN25_CODER_VERSION}",
-    ),
-    "gemma3": (assets.gemma3_gguf, f"{assets.GEMMA3_PACKAGE}=={assets.GEMMA3_VERSION}"),
-}
-
-
-def f32_copy(name: str, src: Path) -> Path:
-    """The all-F32 copy of a model's GGUF, built once in the test cache."""
-    target = src.with_name(F32_NAME if name == "smollm2" else f"{src.stem}.F32.gguf")
-    if target.is_file():
-        return target
-    with assets.cache_lock() as root:
-        if not target.is_file():
-            part = root / f"{assets.TMP_PREFIX}{target.name}.{os.getpid()}"
-            log.info("writing dequantized copy %s", target)
-            write_f32_copy(src, part)
-            os.replace(part, target)
-    return target
 
 
 def predictions(ref: LlamaCpp, ids: list[int], cache_prompt: bool) -> list[list[float]]:
@@ -90,14 +64,17 @@ def predictions(ref: LlamaCpp, ids: list[int], cache_prompt: bool) -> list[list[
 
 
 def default_section(name: str, text: str) -> dict[str, Any]:
-    fetch, requirement = MODELS[name]
-    path, started = fetch(), time.monotonic()
+    path, started = MODELS[name].fetch(), time.monotonic()
     ref = LlamaCpp(path, Settings())
     ids = ref.tokenize(text)[:N_TOKENS]
     top2 = predictions(ref, ids, cache_prompt=False)
     log.info("%s: %d positions in %.0fs", name, len(ids), time.monotonic() - started)
     return {
-        "model": {"file": path.name, "requirement": requirement, "sha256": sha256(path)},
+        "model": {
+            "file": path.name,
+            "requirement": MODELS[name].requirement,
+            "sha256": sha256(path),
+        },
         "llama_cpp": Settings().as_dict(),
         "ids": ids,
         "top2": top2,
@@ -105,7 +82,7 @@ def default_section(name: str, text: str) -> dict[str, Any]:
 
 
 def exact_section(name: str, ids: list[int]) -> dict[str, Any]:
-    copy = f32_copy(name, MODELS[name][0]())
+    copy = f32_copy(name)
     started, ref = time.monotonic(), LlamaCpp(copy, EXACT)
     top2 = predictions(ref, ids, cache_prompt=True)
     log.info("%s (F32 copy): %d positions in %.0fs", name, len(ids), time.monotonic() - started)

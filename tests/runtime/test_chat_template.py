@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from corral.runtime.chat_template import ChatTemplate, TemplateError
@@ -40,3 +42,49 @@ def test_raise_exception_and_sandbox() -> None:
 def test_syntax_error_is_clear() -> None:
     with pytest.raises(TemplateError, match="does not compile"):
         ChatTemplate("{% for m in messages %}")
+
+
+def test_loop_controls_and_generation_block() -> None:
+    """Hugging Face's environment: {% break %}/{% continue %} and {% generation %}."""
+    t = ChatTemplate(
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}{% break %}{% endif %}"
+        "{% if m['content'] == 'Hi' %}{% continue %}{% endif %}{{ m['content'] }}|{% endfor %}"
+        "{% generation %}{{ 'end' }}{% endgeneration %}"
+    )
+    assert t.render(MESSAGES) == "Be brief.|end"
+
+
+def test_undefined_values_are_lenient() -> None:
+    """As in llama.cpp's Jinja: an undefined value's items are undefined, not errors, and
+    tojson writes it as null (with Hugging Face's tojson arguments)."""
+    t = ChatTemplate(
+        "{% if messages[0]['role'] == 'system' %}S{% endif %}"
+        "{{ tools | tojson }} {{ {'b': 'é', 'a': 1} | tojson(sort_keys=True, ensure_ascii=True) }}"
+    )
+    assert t.render([]) == 'null {"a": 1, "b": "\\u00e9"}'
+
+
+def test_python_errors_inside_a_template_are_template_errors() -> None:
+    with pytest.raises(TemplateError, match="failed to render"):
+        ChatTemplate("{{ messages | tojson(no_such_argument=1) }}").render(MESSAGES)
+
+
+def test_system_prompt_merged_where_the_template_drops_it() -> None:
+    """A template that leaves system messages out gets the system prompt merged into the
+    next message, "system\\nuser", as llama.cpp does; a lone system message is dropped."""
+    t = ChatTemplate(
+        "{% for m in messages %}{% if m['role'] != 'system' %}"
+        "[{{ m['role'] }}] {{ m['content'] }}\n{% endif %}{% endfor %}"
+    )
+    assert not t.supports_system_role
+    assert t.render(MESSAGES) == "[user] Be brief.\nHi\n[assistant] Hello!\n[user] 2+2?\n"
+    assert t.render(MESSAGES[:1]) == ""
+    assert ChatTemplate(CHATML_TEMPLATE).supports_system_role
+
+
+def test_date_string_is_today_unless_given() -> None:
+    """llama.cpp gives templates today's date as date_string (Llama 3.x prints it)."""
+    t = ChatTemplate("{{ date_string }}")
+    before = datetime.now().strftime("%d %b %Y")
+    assert t.render(MESSAGES) in (before, datetime.now().strftime("%d %b %Y"))
+    assert t.render(MESSAGES, date_string="26 Jul 2024") == "26 Jul 2024"
