@@ -26,11 +26,11 @@ from corral.daemon.errors import RequestError
 from corral.registry.manifest import Manifest
 from corral.runtime.chat_template import ChatTemplate
 from corral.runtime.engine import Engine
+from corral.runtime.tokenizer.vocab import FIM_ROLES
 
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant", "tool")
-FIM_ROLES = ("fim_pre", "fim_suf", "fim_mid")  # the vocabulary's prefix, suffix, middle
 Conversation = list[dict[str, str]]
 
 # request field -> why it is refused (rather than silently ignored)

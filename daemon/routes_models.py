@@ -36,6 +36,7 @@ from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
 from corral.registry.store import InstalledModel
 from corral.runtime.gguf import GGUFFile
+from corral.runtime.tokenizer.vocab import has_fill_in_middle
 
 routes = web.RouteTableDef()
 
@@ -64,7 +65,7 @@ async def show_handler(request: web.Request) -> web.Response:
         known = " or ".join(f"'{k}'" for k in MODELFILE_FORMATS)
         raise RequestError(f"field 'modelfile_format' must be {known}")
     model = await request.app[STATE].resolve(req.model)
-    metadata = await asyncio.to_thread(_model_info, model, req.verbose)
+    metadata, capabilities = await asyncio.to_thread(_model_info, model, req.verbose)
     manifest = model.manifest
     examples = manifest.messages
     return json_response(
@@ -77,7 +78,7 @@ async def show_handler(request: web.Request) -> web.Response:
             details=details_of(model),
             model_info={k: v for k, v in metadata.items() if k not in HIDDEN_KEYS},
             messages=tuple(Message(role=m["role"], content=m["content"]) for m in examples),
-            capabilities=("completion",),
+            capabilities=capabilities,
             modified_at=format_time(model.modified_at),
         )
     )
@@ -156,8 +157,15 @@ def format_parameters(parameters: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _model_info(model: InstalledModel, verbose: bool) -> dict[str, Any]:
-    """The GGUF's metadata; bulky vocabulary arrays only when `verbose`."""
+def capabilities_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """Ollama's capability names: every model completes; one with fill-in-the-middle
+    tokens also inserts (`suffix`)."""
+    return ("completion", "insert") if has_fill_in_middle(metadata) else ("completion",)
+
+
+def _model_info(model: InstalledModel, verbose: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The GGUF's metadata (bulky vocabulary arrays only when `verbose`) and what the model
+    can do."""
     info: dict[str, Any] = {}
     with GGUFFile.open(model.model_path) as gguf:
         for key in gguf.metadata:
@@ -166,5 +174,6 @@ def _model_info(model: InstalledModel, verbose: bool) -> dict[str, Any]:
                 continue
             value = gguf.metadata[key]
             info[key] = value.tolist() if isinstance(value, np.ndarray) else value
+        capabilities = capabilities_of(gguf.metadata)
     info.setdefault("general.parameter_count", model.manifest.parameter_count)
-    return info
+    return info, capabilities

@@ -85,6 +85,19 @@ def special_ids_from_gguf(metadata: Mapping[str, Any]) -> dict[str, int]:
     return {role: int(metadata[key]) for role, key in keys.items() if key in metadata}
 
 
+FIM_ROLES = ("fim_pre", "fim_suf", "fim_mid")  # fill-in-the-middle: prefix, suffix, middle
+
+
+def has_fill_in_middle(metadata: Mapping[str, Any]) -> bool:
+    """True when the vocabulary has all three FIM tokens, by GGUF key or (as llama.cpp
+    finds them) by token text: the model can fill in between a prefix and a suffix."""
+    given = special_ids_from_gguf(metadata)
+    if all(role in given for role in FIM_ROLES):
+        return True
+    tokens = set(metadata.get("tokenizer.ggml.tokens") or ())
+    return all(role in given or any(t in tokens for t in _ROLE_TEXTS[role]) for role in FIM_ROLES)
+
+
 def optional_flag(metadata: Mapping[str, Any], key: str) -> bool | None:
     value = metadata.get(key)
     return None if value is None else bool(value)

@@ -53,6 +53,15 @@ def test_the_infill_prompt_is_prefix_suffix_middle_in_llama_cpp_order(fim_daemon
     assert prompt[0] == PRE and prompt[-1] == MID and prompt.count(SUF) == 1
 
 
+def test_show_lists_insert_only_for_a_model_with_fim_tokens(
+    fim_daemon: Daemon, tcp_tiny: str
+) -> None:
+    status, fim = fim_daemon.post_json("/api/show", {"model": FIM_NAME})
+    assert status == 200 and fim["capabilities"] == ["completion", "insert"]
+    status, plain = fim_daemon.post_json("/api/show", {"model": tcp_tiny})
+    assert status == 200 and plain["capabilities"] == ["completion"]
+
+
 def test_special_token_text_in_the_code_is_plain_text(fim_daemon: Daemon) -> None:
     fim = generate(fim_daemon, prompt="x = '<|fim_middle|>'", suffix="\n")
     prompt = fim["context"][: len(fim["context"]) - fim["eval_count"]]
