@@ -3,11 +3,13 @@
 Each loaded model has one thread (started on first use) that owns the engine's
 generations. A request hands it a job (its slot's session, the prompt ids, the
 settings, a cancel Event) and reads the job's events in asyncio. Between decode
-steps the loop admits the oldest waiting job (the prompt is prefilled, then the
-job joins the batch); each step advances every active generation by one token
-with one batched forward pass (`Engine.decode_step`) and hands each job its own
-events. A job leaves the batch as soon as it ends: stopped, out of tokens, or
-cancelled (a cancelled job ends at the next step, with done reason "cancel").
+steps the loop admits the oldest waiting job: its prompt is processed one chunk
+of PREFILL_CHUNK tokens per step, so a long prompt delays the running streams by
+one chunk's time per token, not by the whole prompt, and then the job joins the
+batch. Each step advances every active generation by one token with one batched
+forward pass (`Engine.decode_step`) and hands each job its own events. A job
+leaves the batch as soon as it ends: stopped, out of tokens, or cancelled (a
+cancelled job ends at the next step or chunk, with done reason "cancel").
 
 A failed prefill fails only its own job; a failed batched step fails the jobs in
 that step (their sessions are reset, so a half-written KV cache is never reused).
@@ -35,6 +37,7 @@ from corral.runtime.generation import Event, Generation
 log = logging.getLogger(__name__)
 
 _ITEM, _ERROR, _END = range(3)
+PREFILL_CHUNK = 128  # prompt tokens processed between two decode steps of the batch
 
 
 class _Job:
@@ -98,6 +101,7 @@ class Batcher:
         self.label = label  # the model's name when it was loaded, for the log
         self._pending: deque[_Job] = deque()
         self._active: list[_Job] = []  # only the loop's thread touches it
+        self._prefilling: _Job | None = None  # admitted, its prompt part processed
         self._wakeup = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -160,43 +164,69 @@ class Batcher:
             try:
                 if newcomer is not None:
                     self._admit(newcomer)
+                if self._prefilling is not None:
+                    self._prefill_chunk(self._prefilling)
                 if self._active:
                     self._step()
             except Exception as e:  # a bug here must not leave requests waiting forever
                 log.exception("%s: the batch loop failed", self.label)
-                for job in [*self._active, *([newcomer] if newcomer else [])]:
+                for job in [*self._active, *([self._prefilling] if self._prefilling else [])]:
                     job.fail(e)
-                self._active = []
+                self._active, self._prefilling = [], None
 
     def _next(self) -> tuple[bool, _Job | None]:
         """Once there is work: (True, the next job to admit or None); (False, None) when
-        closed with nothing left to finish."""
+        closed with nothing left to finish. One job's prompt is processed at a time."""
         with self._wakeup:
-            while not self._pending and not self._active:
+            while not self._pending and not self._active and self._prefilling is None:
                 if self._closed:
                     return False, None
                 self._wakeup.wait()
             if self._closed:
                 for job in [*self._pending, *self._active]:
                     job.cancel.set()
-            return True, self._pending.popleft() if self._pending else None
+                if self._prefilling is not None:
+                    self._prefilling.cancel.set()
+            admit = self._pending and self._prefilling is None
+            return True, self._pending.popleft() if admit else None
 
     def _admit(self, job: _Job) -> None:
-        """Prefill the newcomer's prompt; it joins the batch unless it ended already."""
+        """Start the newcomer's generation; its prompt is processed from the next chunk on."""
         if job.cancel.is_set():  # its client left (or the daemon stops) before it started
             job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
             return
         s = job.settings
         log.info("%s: generating from %d prompt tokens", job.name, len(job.prompt))
         try:
-            gen = self.engine.start_generation(
-                job.session, job.prompt, s.sampler, s.num_predict, s.stop, job.cancel
+            job.generation = self.engine.start_generation(
+                job.session,
+                job.prompt,
+                s.sampler,
+                s.num_predict,
+                s.stop,
+                job.cancel,
+                prefill_chunk=PREFILL_CHUNK,
             )
-            events = gen.start()
         except Exception as e:
             job.fail(e)
             return
-        job.generation = gen
+        self._prefilling = job
+
+    def _prefill_chunk(self, job: _Job) -> None:
+        """The next chunk of the prompt; after the last, the job joins the batch unless its
+        first token already ended it. A job cancelled meanwhile stops at the next chunk."""
+        assert job.generation is not None
+        try:
+            if job.cancel.is_set():  # the cache keeps the chunks done, matching session.tokens
+                events = [Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))]
+            elif (events := job.generation.prefill_step()) is None:
+                return
+        except Exception as e:
+            self._prefilling = None
+            _forget(job.session)
+            job.fail(e)
+            return
+        self._prefilling = None
         if job.deliver(events):
             self._active.append(job)
 

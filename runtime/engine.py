@@ -26,7 +26,7 @@ from corral.runtime.arch import architecture
 from corral.runtime.arch.llama import Llama
 from corral.runtime.arch.ops import rms_norm
 from corral.runtime.chat_template import ChatTemplate
-from corral.runtime.generation import Done, Generation, Piece
+from corral.runtime.generation import Done, Generation, Piece, PrefillChunks
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.kv_cache import ContextFull, KVCache
 from corral.runtime.model_info import ModelInfo
@@ -164,8 +164,10 @@ class Engine:
         num_predict: int = -1,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
     ) -> Generation:
-        """A Generation to drive with `gen.start()` and then `decode_step([...])`."""
+        """A Generation to drive with `gen.start()` (or `gen.prefill_step()` until it gives
+        events, `prefill_chunk` prompt tokens a step) and then `decode_step([...])`."""
         if not prompt:
             raise ValueError("the prompt is empty: nothing to continue from")
         if len(prompt) >= session.n_ctx:
@@ -178,7 +180,7 @@ class Engine:
             session,
             self.tokenizer,
             ids,
-            lambda: self._prefill(session, ids),
+            lambda: self._prefill(session, ids, prefill_chunk),
             options,
             num_predict,
             stop,
@@ -199,8 +201,9 @@ class Engine:
         events = {id(g): g.advance(row) for g, row in zip(active, logits, strict=True)}
         return [events.get(id(g), []) for g in generations]
 
-    def _prefill(self, session: Session, prompt: list[int]) -> tuple[np.ndarray, int]:
-        """Bring the session's cache to hold `prompt`, reusing its common prefix.
+    def _prefill(self, session: Session, prompt: list[int], chunk: int) -> PrefillChunks:
+        """Bring the session's cache to hold `prompt`, reusing its common prefix, `chunk`
+        tokens per iteration.
 
         Returns the logits after the last prompt token and how many tokens
         were actually evaluated.
@@ -210,10 +213,12 @@ class Engine:
         session.cache.truncate(reuse)
         session.tokens = prompt[:reuse]
         logits = np.empty(0, dtype=np.float32)
-        for start in range(reuse, len(prompt), PREFILL_CHUNK):
-            chunk = prompt[start : start + PREFILL_CHUNK]
-            logits = self.model.forward(np.array(chunk), session.cache)
-            session.tokens.extend(chunk)
+        for start in range(reuse, len(prompt), chunk):
+            if start > reuse:
+                yield
+            part = prompt[start : start + chunk]
+            logits = self.model.forward(np.array(part), session.cache)
+            session.tokens.extend(part)
         return logits, len(prompt) - reuse
 
 

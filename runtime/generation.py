@@ -5,6 +5,8 @@ the model. `Engine.generate` drives one alone; `Engine.decode_step` advances
 several at once with one batched forward pass (each in its own session):
 
     events = gen.start()                    # prefill, then the first token
+    # (or: while (events := gen.prefill_step()) is None: ...  one prompt chunk at a
+    #  time, so a batch loop can step other generations between the chunks)
     while gen.next_token is not None:
         logits = <gen.next_token run through the model in gen.session's cache>
         events = gen.advance(logits)        # Piece(...)s, and Done(...) at the end
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,8 +47,10 @@ class Done:
 
 
 Event = Piece | Done
-# Brings a session's cache to hold the prompt: returns (last logits (V,), tokens evaluated).
-Prefill = Callable[[], tuple[np.ndarray, int]]
+# Brings a session's cache to hold the prompt, one chunk per iteration; returns
+# (last logits (V,), tokens evaluated).
+PrefillChunks = Generator[None, None, tuple[np.ndarray, int]]
+Prefill = Callable[[], PrefillChunks]
 
 
 class Generation:
@@ -73,15 +77,30 @@ class Generation:
         self._cancel = cancel
         self._generated: list[int] = []
         self._prompt_stats = (0, 0)  # (tokens evaluated, ns)
+        self._prefilling: PrefillChunks | None = None
+        self._prefill_started = 0
         self._decode_started = 0
         self.next_token: int | None = None  # the token to run next; None once finished
 
     def start(self) -> list[Event]:
         """Process the prompt and sample the first token."""
-        started = time.perf_counter_ns()
-        logits, n_evaluated = self._prefill()
+        while (events := self.prefill_step()) is None:
+            pass
+        return events
+
+    def prefill_step(self) -> list[Event] | None:
+        """Process the next chunk of the prompt: None while some of it is left, then
+        (after the last chunk) the events of sampling the first token, as `start` gives."""
+        if self._prefilling is None:
+            self._prefill_started = time.perf_counter_ns()
+            self._prefilling = self._prefill()
+        try:
+            next(self._prefilling)
+            return None
+        except StopIteration as finished:
+            logits, n_evaluated = finished.value
         self._decode_started = time.perf_counter_ns()
-        self._prompt_stats = (n_evaluated, self._decode_started - started)
+        self._prompt_stats = (n_evaluated, self._decode_started - self._prefill_started)
         return self._step(logits)
 
     def advance(self, logits: np.ndarray) -> list[Event]:

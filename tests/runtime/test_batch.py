@@ -96,3 +96,21 @@ def test_real_model_batch_matches_single_streams(smollm2_path: Path) -> None:
         ids = engine.tokenizer.encode(prompt)
         single = list(engine.generate(engine.new_session(), ids, SamplerOptions.greedy(), 16))
         assert single[-1].generated == done.generated
+
+
+def test_prefill_step_processes_the_prompt_a_chunk_at_a_time(engine: Engine) -> None:
+    prompt = engine.tokenizer.encode(" ".join(PROMPTS))  # several chunks of 3
+    gen = engine.start_generation(
+        engine.new_session(), prompt, SamplerOptions.greedy(), 6, prefill_chunk=3
+    )
+    steps = 1
+    while (events := gen.prefill_step()) is None:
+        assert gen.session.cache.length == 3 * steps  # one chunk more each step
+        steps += 1
+    assert steps == -(-len(prompt) // 3) > 2
+    while gen.next_token is not None:
+        events += engine.decode_step([gen])[0]
+    done = events[-1]
+    assert isinstance(done, Done) and done.prompt_eval_count == len(prompt)
+    alone = list(engine.generate(engine.new_session(), prompt, SamplerOptions.greedy(), 6))
+    assert done.generated == alone[-1].generated
