@@ -31,12 +31,12 @@ from typing import Any
 
 from corral.daemon.errors import RequestError
 from corral.daemon.settings import GenerationSettings
+from corral.daemon.worker import END, ERROR, ITEM, Posted, posted_events
 from corral.runtime.engine import Done, Engine, Session
 from corral.runtime.generation import Event, Generation
 
 log = logging.getLogger(__name__)
 
-_ITEM, _ERROR, _END = range(3)
 PREFILL_CHUNK = 128  # prompt tokens processed between two decode steps of the batch
 
 
@@ -58,7 +58,7 @@ class _Job:
         self.name = name
         self.generation: Generation | None = None
         self._loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Posted] = asyncio.Queue()
         self.dropped: asyncio.Future[None] = self._loop.create_future()  # the loop let go
 
     # ----- from the batch thread ----------------------------------------------
@@ -68,12 +68,12 @@ class _Job:
             self._loop.call_soon_threadsafe(self._receive, kind, value)
 
     def fail(self, error: BaseException) -> None:
-        self.post(_ERROR, error)
+        self.post(ERROR, error)
 
     def deliver(self, events: Sequence[Event]) -> bool:
         """Send `events` on; False once the generation has ended."""
         for event in events:
-            self.post(_ITEM, event)
+            self.post(ITEM, event)
             if isinstance(event, Done):
                 log.info(
                     "%s: generation ended (%s) after %d tokens",
@@ -81,7 +81,7 @@ class _Job:
                     event.reason,
                     event.eval_count,
                 )
-                self.post(_END)
+                self.post(END)
                 return False
         return True
 
@@ -89,7 +89,7 @@ class _Job:
 
     def _receive(self, kind: int, value: Any) -> None:
         self.queue.put_nowait((kind, value))
-        if kind != _ITEM and not self.dropped.done():
+        if kind != ITEM and not self.dropped.done():
             self.dropped.set_result(None)
 
 
@@ -124,14 +124,8 @@ class Batcher:
             self._start()
             self._wakeup.notify()
         try:
-            while True:
-                kind, value = await job.queue.get()
-                if kind == _ITEM:
-                    yield value
-                elif kind == _ERROR:
-                    raise value
-                else:
-                    return
+            async for event in posted_events(job.queue):
+                yield event
         finally:
             cancel.set()
             self._notify()

@@ -21,7 +21,21 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 Emit = Callable[[T], None]
 
-_ITEM, _ERROR, _END = range(3)
+# What a worker thread posts to the event loop: (kind, value) with kind one of these.
+ITEM, ERROR, END = range(3)
+Posted = tuple[int, Any]
+
+
+async def posted_events(queue: asyncio.Queue[Posted]) -> AsyncIterator[Any]:
+    """The ITEM values posted to `queue`, until END; an ERROR's exception is raised."""
+    while True:
+        kind, value = await queue.get()
+        if kind == ITEM:
+            yield value
+        elif kind == ERROR:
+            raise value
+        else:
+            return
 
 
 async def events_from_thread(
@@ -32,7 +46,7 @@ async def events_from_thread(
     An exception raised by `work` is re-raised here, after the events emitted before it.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    queue: asyncio.Queue[Posted] = asyncio.Queue()
 
     def post(kind: int, value: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is already closed
@@ -40,22 +54,16 @@ async def events_from_thread(
 
     def run() -> None:
         try:
-            work(lambda item: post(_ITEM, item))
+            work(lambda item: post(ITEM, item))
         except BaseException as e:  # handed to the loop, raised there
-            post(_ERROR, e)
+            post(ERROR, e)
         else:
-            post(_END, None)
+            post(END, None)
 
     thread_done = loop.run_in_executor(executor, run)
     try:
-        while True:
-            kind, value = await queue.get()
-            if kind == _ITEM:
-                yield value
-            elif kind == _ERROR:
-                raise value
-            else:
-                return
+        async for value in posted_events(queue):
+            yield value
     finally:
         cancel.set()
         await asyncio.shield(thread_done)
