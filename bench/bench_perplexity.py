@@ -19,18 +19,16 @@ LLAMA_PERPLEXITY (or when it is not executable) llama.cpp's columns are left emp
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_common import llama_tool, source_model
 from corral.runtime.engine import Engine
 from corral.runtime.perplexity import bos_for, perplexity, text_tokens
 
-HERE = Path(__file__).resolve().parent
 TEXT = Path("/usr/share/common-licenses/GPL-3")
 THREADS = 2
 MODELS = ("smollm2", "qwen2.5-coder", "gemma3")
@@ -43,26 +41,6 @@ FINISHED = re.compile(STAMP + r"Final estimate: PPL = (\d+\.\d+)")
 class Score:
     ppl: float
     tokens_per_s: float
-
-
-def source_model(name: str) -> Path:
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    import assets
-
-    fetch = {
-        "smollm2": assets.smollm2_gguf,
-        "qwen2.5-coder": assets.qwen25_coder_gguf,
-        "gemma3": assets.gemma3_gguf,
-    }
-    return fetch[name]() if name in fetch else Path(name)
-
-
-def llama_perplexity() -> Path | None:
-    path = os.environ.get("LLAMA_PERPLEXITY")
-    if path and os.access(path, os.X_OK):
-        return Path(path)
-    print("(LLAMA_PERPLEXITY not set or not executable: llama.cpp columns skipped)")
-    return None
 
 
 def seconds(match: re.Match[str]) -> float:
@@ -101,7 +79,7 @@ def main() -> None:
     parser.add_argument("--text", type=Path, default=TEXT, help="the text file (-f)")
     parser.add_argument("--batch", type=int, help="llama-perplexity's -b (default: its own)")
     args = parser.parse_args()
-    binary = llama_perplexity()
+    binary = llama_tool("LLAMA_PERPLEXITY")
     text = args.text.read_bytes().decode("utf-8")
     batch = f", llama.cpp -b {args.batch}" if args.batch else ""
     print(f"{args.text}, -c {args.ctx} --chunks {args.chunks}, {THREADS} threads{batch}")

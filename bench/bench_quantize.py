@@ -20,10 +20,8 @@ columns are left empty.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -31,33 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_common import llama_tool, source_model
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.quantize import quantize_gguf
 
-HERE = Path(__file__).resolve().parent
 DEFAULT_MIXES = ["Q8_0", "Q4_K_M", "Q6_K", "Q5_K_M", "Q3_K_M", "Q2_K", "Q4_0"]
 DEFAULT_MIXES += ["Q4_K_M --pure", "Q6_K --pure", "Q3_K_M --pure", "Q2_K --pure"]
 THREADS = 2
-
-
-def source_model(name: str) -> Path:
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    import assets
-
-    fetch = {
-        "smollm2": assets.smollm2_gguf,
-        "qwen2.5-coder": assets.qwen25_coder_gguf,
-        "gemma3": assets.gemma3_gguf,
-    }
-    return fetch[name]() if name in fetch else Path(name)
-
-
-def llama_quantize() -> Path | None:
-    path = os.environ.get("LLAMA_QUANTIZE")
-    if path and os.access(path, os.X_OK):
-        return Path(path)
-    print("(LLAMA_QUANTIZE not set or not executable: llama.cpp columns skipped)")
-    return None
 
 
 def run_llama(binary: Path, src: Path, dst: Path, mix: str, pure: bool) -> float:
@@ -135,7 +113,7 @@ def main() -> None:
         "--mixes", nargs="+", default=DEFAULT_MIXES, help='e.g. Q8_0 "Q4_K_M --pure"'
     )
     args = parser.parse_args()
-    binary = llama_quantize()
+    binary = llama_tool("LLAMA_QUANTIZE")
     model = source_model(args.model)
     with GGUFFile.open(model) as f:
         origin = {n: t.qtype.name for n, t in f.tensors.items()}
