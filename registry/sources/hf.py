@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from corral.registry.errors import SourceUnreachable
-from corral.registry.names import ModelName
 from corral.registry.sources.base import FetchContext, Fetched
 from corral.registry.sources.hf_hub import Hub, endpoint, host
-from corral.registry.sources.hub_repo import RepoBlob, RepoSpec, parse_repo_spec
+from corral.registry.sources.hub_repo import RepoBlob, RepoSource
 
 HOST = "hf.co"
 PREFIXES = ("hf://", "hf.co/", "huggingface.co/")
@@ -32,20 +31,8 @@ def is_hf_name(text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class HfSource:
-    spec: str
-    repo_id: str
-    filename: str | None = None  # an explicit .gguf file
-    revision: str | None = None
-    tag: str | None = None  # a quantization or a file name
-
-    @classmethod
-    def parse(cls, spec: str) -> HfSource:
-        r = parse_repo_spec(spec, _PREFIX, "Hugging Face", "hf", _USAGE)
-        return cls(spec.strip(), r.repo_id, r.filename, r.revision, r.tag)
-
-    def default_name(self) -> ModelName:
-        return RepoSpec(self.repo_id, self.filename, self.revision, self.tag).default_name(HOST)
+class HfSource(RepoSource):
+    hub, scheme, prefix, usage, name_host = "Hugging Face", "hf", _PREFIX, _USAGE, HOST
 
     def describe(self) -> str:
         return host()

@@ -19,7 +19,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from corral.registry.convert.checkpoint import (
     CONFIG,
@@ -87,6 +87,34 @@ def parse_repo_spec(spec: str, prefix: str, hub: str, scheme: str, usage: str) -
         )
     revision = urllib.parse.unquote(m["revision"]) if m["revision"] else None
     return RepoSpec(m["repo"], m["file"], revision, m["tag"])
+
+
+@dataclass(frozen=True)
+class RepoSource:
+    """A hub repository as a source (hf://, ms://): the spec as written and its parts. Each
+    hub's subclass names the hub, its prefixes and the host of installed names, and
+    fetches."""
+
+    spec: str
+    repo_id: str
+    filename: str | None = None  # an explicit .gguf file
+    revision: str | None = None  # a branch, tag or commit
+    tag: str | None = None  # a quantization or a file name
+
+    hub: ClassVar[str]  # its name in messages: "Hugging Face"
+    scheme: ClassVar[str]  # "hf" of hf://
+    prefix: ClassVar[str]  # a regex of the prefixes a spec may start with
+    usage: ClassVar[str]  # how to write one
+    name_host: ClassVar[str]  # installed names are <name_host>/org/repo:tag
+
+    @classmethod
+    def parse(cls, spec: str) -> Self:
+        r = parse_repo_spec(spec, cls.prefix, cls.hub, cls.scheme, cls.usage)
+        return cls(spec.strip(), r.repo_id, r.filename, r.revision, r.tag)
+
+    def default_name(self) -> ModelName:
+        spec = RepoSpec(self.repo_id, self.filename, self.revision, self.tag)
+        return spec.default_name(self.name_host)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from corral.registry.errors import SourceError, SourceUnreachable
-from corral.registry.names import ModelName
 from corral.registry.sources.base import FetchContext, Fetched
-from corral.registry.sources.hub_repo import RepoBlob, RepoSpec, parse_repo_spec
+from corral.registry.sources.hub_repo import RepoBlob, RepoSource
 from corral.registry.sources.ms_hub import MsHub, host
 
 HOST = "modelscope.cn"
@@ -33,20 +32,8 @@ def is_ms_name(text: str) -> bool:
 
 
 @dataclass(frozen=True)
-class MsSource:
-    spec: str
-    repo_id: str
-    filename: str | None = None  # an explicit .gguf file
-    revision: str | None = None  # a branch or tag
-    tag: str | None = None  # a quantization or a file name
-
-    @classmethod
-    def parse(cls, spec: str) -> MsSource:
-        r = parse_repo_spec(spec, _PREFIX, "ModelScope", "ms", _USAGE)
-        return cls(spec.strip(), r.repo_id, r.filename, r.revision, r.tag)
-
-    def default_name(self) -> ModelName:
-        return RepoSpec(self.repo_id, self.filename, self.revision, self.tag).default_name(HOST)
+class MsSource(RepoSource):
+    hub, scheme, prefix, usage, name_host = "ModelScope", "ms", _PREFIX, _USAGE, HOST
 
     def describe(self) -> str:
         return host()
