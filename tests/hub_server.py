@@ -173,25 +173,43 @@ class _Refused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class HubHandler(BaseHTTPRequestHandler):
+    """GET and HEAD, each request recorded in the hub, then `serve` answers it."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.serve(self._recorded(), body=False)
+
+    def do_GET(self) -> None:
+        self.serve(self._recorded(), body=True)
+
+    def recorder(self) -> LocalHub:
+        raise NotImplementedError
+
+    def serve(self, request: Request, body: bool) -> None:
+        raise NotImplementedError
+
+    def _recorded(self) -> Request:
+        parts = urllib.parse.urlsplit(self.path)
+        path = urllib.parse.unquote(parts.path)
+        query = dict(urllib.parse.parse_qsl(parts.query))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        request = Request(self.command, path, query, headers)
+        self.recorder().record(request)
+        return request
+
+
 def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(HubHandler):
+        def recorder(self) -> LocalHub:
+            return hub
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._dispatch(body=False)
-
-        def do_GET(self) -> None:
-            self._dispatch(body=True)
-
-        def _dispatch(self, body: bool) -> None:
-            parts = urllib.parse.urlsplit(self.path)
-            path = urllib.parse.unquote(parts.path)
-            query = dict(urllib.parse.parse_qsl(parts.query))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            hub.record(Request(self.command, path, query, headers))
+        def serve(self, request: Request, body: bool) -> None:
+            path, query = request.path, request.query
             try:
                 if m := _API.fullmatch(path):
                     self._api(m, query)

@@ -28,7 +28,15 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from hub_server import HubFile, HubRepo, LocalHub, Request, byte_range, send_bytes
+from hub_server import (
+    HubFile,
+    HubHandler,
+    HubRepo,
+    LocalHub,
+    Request,
+    byte_range,
+    send_bytes,
+)
 
 _API = re.compile(r"/api/v1/models/([^/]+/[^/]+)/(revisions|repo/files|repo)")
 _OSS = re.compile(r"/oss/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)")
@@ -90,24 +98,12 @@ def _envelope(data: object, status: int = 200, message: str = "success") -> dict
 
 
 def _handler(hub: ModelScopeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(HubHandler):
+        def recorder(self) -> LocalHub:
+            return hub
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._dispatch(body=False)
-
-        def do_GET(self) -> None:
-            self._dispatch(body=True)
-
-        def _dispatch(self, body: bool) -> None:
-            parts = urllib.parse.urlsplit(self.path)
-            path = urllib.parse.unquote(parts.path)
-            query = dict(urllib.parse.parse_qsl(parts.query))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            hub.record(Request(self.command, path, query, headers))
+        def serve(self, request: Request, body: bool) -> None:
+            path, query = request.path, request.query
             try:
                 if m := _API.fullmatch(path):
                     self._api(m[1], m[2], query, body)
