@@ -150,8 +150,9 @@ def test_penalties_are_ignored_with_a_warning(
 ) -> None:
     answer = client.chat.completions.create(
         model=tcp_tiny, messages=MESSAGES, max_tokens=2, frequency_penalty=0.5
-    )
-    assert answer.choices[0].finish_reason == "length"
+    )  # answered (the tiny model may end its answer by itself within 2 tokens)
+    assert answer.choices[0].finish_reason in ("length", "stop")
+    assert answer.usage.completion_tokens <= 2
     tcp_daemon.wait_for_log("ignoring unsupported option(s): frequency_penalty")
 
 
