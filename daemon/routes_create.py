@@ -13,7 +13,6 @@ in the catalog.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,10 +20,13 @@ from typing import Any
 
 from aiohttp import web
 
-from corral.client.api import CreateRequest, ProgressResponse, Wire
+from corral.client.api import CreateRequest, ProgressResponse
 from corral.daemon.errors import RequestError
 from corral.daemon.state import STATE, DaemonState
-from corral.daemon.wire_io import json_response, read_request, stream_ndjson
+from corral.daemon.wire_io import (
+    answer_progress,
+    read_request,
+)
 from corral.daemon.worker import Emit, events_from_thread
 from corral.registry.create import create
 from corral.registry.modelfile import REFUSED, Modelfile
@@ -33,8 +35,6 @@ from corral.registry.names import ModelName
 from corral.registry.progress import PullProgress
 
 routes = web.RouteTableDef()
-
-SUCCESS = "success"
 
 
 @routes.post("/api/create")
@@ -45,13 +45,7 @@ async def create_handler(request: web.Request) -> web.StreamResponse:
     ModelName.parse(req.model)
     modelfile = modelfile_of(req)
     events = _create_events(request.app[STATE], req.model, modelfile)
-    if req.stream:
-        return await stream_ndjson(request, events)
-    last: Wire | None = None
-    async with contextlib.aclosing(events):
-        async for last in events:  # noqa: B007 - only the final status is answered
-            pass
-    return json_response(last or ProgressResponse(status=SUCCESS))
+    return await answer_progress(request, events, req.stream)
 
 
 def modelfile_of(req: CreateRequest) -> Modelfile:

@@ -7,7 +7,6 @@ asks for `modelfile_format: "yaml"` (what `corral show --modelfile` prints).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -25,12 +24,16 @@ from corral.client.api import (
     PullRequest,
     ShowRequest,
     ShowResponse,
-    Wire,
     format_time,
 )
 from corral.daemon.errors import RequestError
 from corral.daemon.state import STATE, DaemonState
-from corral.daemon.wire_io import json_response, read_request, stream_ndjson
+from corral.daemon.wire_io import (
+    SUCCESS,
+    answer_progress,
+    json_response,
+    read_request,
+)
 from corral.daemon.worker import Emit, events_from_thread
 from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
@@ -40,7 +43,6 @@ from corral.runtime.tokenizer.vocab import has_fill_in_middle
 
 routes = web.RouteTableDef()
 
-SUCCESS = "success"
 # GGUF keys too big to send unless asked (`verbose`): null, as Ollama does
 BULKY_KEYS = frozenset(
     f"tokenizer.ggml.{k}" for k in ("tokens", "merges", "token_type", "scores", "added_tokens")
@@ -98,13 +100,7 @@ async def delete_handler(request: web.Request) -> web.Response:
 async def pull_handler(request: web.Request) -> web.StreamResponse:
     req = await read_request(request, PullRequest)
     events = _pull_events(request.app[STATE], req.model)
-    if req.stream:
-        return await stream_ndjson(request, events)
-    last: Wire | None = None
-    async with contextlib.aclosing(events):
-        async for last in events:  # noqa: B007 - only the final status is answered
-            pass
-    return json_response(last or ProgressResponse(status=SUCCESS))
+    return await answer_progress(request, events, req.stream)
 
 
 async def _pull_events(state: DaemonState, name: str) -> AsyncIterator[ProgressResponse]:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from corral.client.api import ErrorResponse, Wire, WireError
+from corral.client.api import ErrorResponse, ProgressResponse, Wire, WireError
 from corral.daemon.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,7 @@ W = TypeVar("W", bound=Wire)
 E = TypeVar("E")
 
 NDJSON = "application/x-ndjson"
+SUCCESS = "success"  # the last status of a pull or a create
 
 
 async def read_request(request: web.Request, cls: type[W]) -> W:
@@ -91,3 +92,17 @@ async def stream_ndjson(request: web.Request, events: AsyncIterator[Wire]) -> we
         lambda event: (_line(event),),
         lambda e: _line(ErrorResponse(error=error_body(e)[1])),
     )
+
+
+async def answer_progress(
+    request: web.Request, events: AsyncIterator[ProgressResponse], stream: bool
+) -> web.StreamResponse:
+    """A pull's or create's progress: streamed as NDJSON, or (stream false) only its last
+    status, {"status": "success"} when it ends well."""
+    if stream:
+        return await stream_ndjson(request, events)
+    last: ProgressResponse | None = None
+    async with contextlib.aclosing(events):
+        async for last in events:  # noqa: B007 - only the final status is answered
+            pass
+    return json_response(last or ProgressResponse(status=SUCCESS))

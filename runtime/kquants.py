@@ -107,10 +107,6 @@ class _KQuant(QuantType):
 
     block_size = QK_K
 
-    def _decode_into(self, blocks: np.ndarray, out: np.ndarray) -> None:
-        """Decode (n, type_size) uint8 blocks into `out`, (n, 256) float32."""
-        raise NotImplementedError
-
 
 class Q2_K(_KQuant):
     """scales[16] (scale | min << 4), qs[64] 2-bit, d, dmin: 84 bytes."""

@@ -135,6 +135,7 @@ class PooledAttention:
         positions = np.zeros(hi - self.lo, dtype=np.int64)  # (P,): 0 for slots not batched
         positions[self.rows] = [c.length for c in caches]
         self.positions = positions
+        self.at = positions[self.rows]  # each cache's new position: (B,)
         self.n_keys = int(positions.max()) + 1  # S: keys up to the longest sequence
         if self.n_keys > caches[0].n_ctx:
             raise ContextFull(f"context window of {caches[0].n_ctx} tokens is full")
@@ -156,9 +157,8 @@ class PooledAttention:
     ) -> np.ndarray:
         """q (B, H, D), k and v (B, KV, D) -> (B, H*D); stores k and v in each slot."""
         pool, span = self.pool, slice(self.lo, self.lo + len(self.positions))
-        at = self.positions[self.rows]  # (B,)
-        pool.keys[layer, self.slots, :, at] = k  # (B, KV, D) written at each own position
-        pool.values[layer, self.slots, :, at] = v
+        pool.keys[layer, self.slots, :, self.at] = k  # (B, KV, D), each at its position
+        pool.values[layer, self.slots, :, self.at] = v
         keys = pool.keys[layer, span, :, : self.n_keys]  # (P, KV, S, D)
         values = pool.values[layer, span, :, : self.n_keys]
         n_rows, n_heads, d = len(self.positions), q.shape[1], q.shape[2]
