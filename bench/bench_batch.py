@@ -2,6 +2,7 @@
 
     python bench/bench_batch.py                 # SmolLM2-135M, 1 and 4 streams
     python bench/bench_batch.py model.gguf --streams 1 2 4 8 --runs 3
+    python bench/bench_batch.py --no-split      # batched products on one core only
 
 Each stream is its own session with its own prompt; N streams advance together
 through Engine.decode_step (one batched forward pass per token). Prints the
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from corral.runtime.arch import ops
 from corral.runtime.engine import Engine
 from corral.runtime.sampling import SamplerOptions
 
@@ -52,15 +54,23 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--split",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="half of each batched product in a helper process (default: by model size)",
+    )
     args = parser.parse_args()
     if args.model is None:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
         import assets
 
         args.model = str(assets.smollm2_gguf())
-    engine = Engine.load(args.model, num_ctx=512)
+    engine = Engine.load(args.model, num_ctx=512, split=args.split)
     aggregate_rate(engine, 1, 8)  # warm up BLAS threads and page in the weights
+    split = engine.model.linear is not ops.linear
     print(f"model: {args.model}\n{args.tokens} tokens per stream, median of {args.runs} runs")
+    print(f"batched products: {'split with a helper process' if split else 'one core'}")
     print(f"{'streams':>7} {'aggregate tok/s':>16} {'per stream':>11} {'vs 1 stream':>12}")
     base = None
     for n in args.streams:

@@ -14,6 +14,7 @@ process the tokens that are new.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,12 +32,14 @@ from corral.runtime.gguf import GGUFFile
 from corral.runtime.kv_cache import ContextFull, KVCache
 from corral.runtime.model_info import ModelInfo
 from corral.runtime.sampling import SamplerOptions
+from corral.runtime.split import SplitLinear
 from corral.runtime.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 512  # tokens per batched prompt pass; bounds attention-score memory
 DEFAULT_NUM_CTX = 4096
+SPLIT_MIN_BYTES = 64 << 20  # float32 weights below this decode batches on one core
 # llama.cpp's `<arch>.pooling_type` (enum llama_pooling_type) -> how `embed` pools.
 # A decoder model has none: llama.cpp then gives per-token embeddings and Ollama
 # answers with the last token's, so "none" (and an absent key) pools the last token.
@@ -76,8 +79,14 @@ class Engine:
         self.pooling = pooling  # how `embed` pools token states: "last", "mean" or "first"
 
     @classmethod
-    def load(cls, path: str | Path, num_ctx: int | None = None) -> Engine:
-        """Open a GGUF file, dequantize its weights to float32, build the tokenizer."""
+    def load(
+        cls, path: str | Path, num_ctx: int | None = None, split: bool | None = None
+    ) -> Engine:
+        """Open a GGUF file, dequantize its weights to float32, build the tokenizer.
+
+        `split`: fork a helper that shares the weights, so that batched decoding runs on
+        two cores (runtime/split.py); by default when there are two cores and the
+        weights are big enough for it to pay."""
         started = time.perf_counter()
         with GGUFFile.open(path) as gguf:
             info = ModelInfo.from_gguf(gguf)
@@ -90,6 +99,8 @@ class Engine:
                 eos_token=_token_text(tokenizer, tokenizer.eos_id),
             )
             pooling_type = int(gguf.metadata.get(f"{info.architecture}.pooling_type", 0))
+        if use_split(model, split):
+            model.linear = SplitLinear(model.matrices()).linear
         n_ctx = min(num_ctx or DEFAULT_NUM_CTX, info.context_length)
         log.info("loaded %s in %.2fs", path, time.perf_counter() - started)
         return cls(model, tokenizer, template, info, n_ctx, POOLINGS.get(pooling_type, "last"))
@@ -220,6 +231,15 @@ class Engine:
             logits = self.model.forward(np.array(part), session.cache)
             session.tokens.extend(part)
         return logits, len(prompt) - reuse
+
+
+def use_split(model: Llama, split: bool | None) -> bool:
+    """Whether batched decoding runs on two cores: by default when there are two and
+    the weights are big enough for it to pay."""
+    if split is None:
+        nbytes = sum(m.nbytes for m in model.matrices())
+        return (os.cpu_count() or 1) >= 2 and nbytes >= SPLIT_MIN_BYTES
+    return split and hasattr(os, "fork")
 
 
 def _token_text(tokenizer: Tokenizer, token_id: int | None) -> str:

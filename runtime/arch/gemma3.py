@@ -32,7 +32,7 @@ from corral.runtime.arch.llama import (
     inv_frequencies,
     metadata_key,
 )
-from corral.runtime.arch.ops import Rotation, gelu_tanh, linear, rms_norm, rotation
+from corral.runtime.arch.ops import Rotation, gelu_tanh, rms_norm, rotation
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.kv_cache import BatchKV, SequenceKV
 
@@ -104,12 +104,12 @@ class Gemma3(Llama):
     ) -> np.ndarray:
         eps = self.config.rms_eps
         h = rms_norm(x, layer.attn_norm, eps)
-        attn = linear(self.attention(i, layer, h, kv, rot), layer.wo)  # (T, d)
+        attn = self.linear(self.attention(i, layer, h, kv, rot), layer.wo)  # (T, d)
         x = x + rms_norm(attn, layer.attn_post_norm, eps)
         h = rms_norm(x, layer.ffn_norm, eps)
         return x + rms_norm(self.ffn(layer, h), layer.ffn_post_norm, eps)
 
     def ffn(self, layer: LayerWeights, h: np.ndarray) -> np.ndarray:
-        gate_up = linear(h, layer.w_gate_up)  # (T, 2F)
+        gate_up = self.linear(h, layer.w_gate_up)  # (T, 2F)
         f = gate_up.shape[1] // 2
-        return linear(gelu_tanh(gate_up[:, :f]) * gate_up[:, f:], layer.w_down)  # (T, d)
+        return self.linear(gelu_tanh(gate_up[:, :f]) * gate_up[:, f:], layer.w_down)  # (T, d)

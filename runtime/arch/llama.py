@@ -162,6 +162,8 @@ class Llama:
     def __init__(self, config: LlamaConfig, weights: LlamaWeights) -> None:
         self.config = config
         self.weights = weights
+        # x (N, in) @ w.T: ops.linear, or a SplitLinear's when the weights are shared
+        self.linear: Callable[[np.ndarray, np.ndarray], np.ndarray] = linear
 
     # ----- loading -------------------------------------------------------
 
@@ -228,6 +230,12 @@ class Llama:
             inv_freq = inv_freq / gguf.load_tensor("rope_freqs.weight").astype(np.float64)
         return inv_freq
 
+    def matrices(self) -> list[np.ndarray]:
+        """Every (out, in) weight that `linear` multiplies by, each once."""
+        w = self.weights
+        by_layer = [(x.wqkv, x.wo, x.w_gate_up, x.w_down) for x in w.layers]
+        return [m for layer in by_layer for m in layer] + [w.output]
+
     # ----- run state -----------------------------------------------------
 
     def new_cache(self, n_ctx: int) -> KVCache:
@@ -278,7 +286,7 @@ class Llama:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         x = rms_norm(x, self.weights.out_norm, self.config.rms_eps)  # (N, d)
-        return linear(x, self.weights.output)  # (N, V)
+        return self.linear(x, self.weights.output)  # (N, V)
 
     def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
         """The RoPE (cos, sin) tables of `positions` (T,), one per layer."""
@@ -288,20 +296,20 @@ class Llama:
         self, i: int, layer: LayerWeights, x: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
     ) -> np.ndarray:
         h = rms_norm(x, layer.attn_norm, self.config.rms_eps)
-        x = x + linear(self.attention(i, layer, h, kv, rot), layer.wo)
+        x = x + self.linear(self.attention(i, layer, h, kv, rot), layer.wo)
         h = rms_norm(x, layer.ffn_norm, self.config.rms_eps)
         return x + self.ffn(layer, h)
 
     def ffn(self, layer: LayerWeights, h: np.ndarray) -> np.ndarray:
-        gate_up = linear(h, layer.w_gate_up)  # (T, 2F)
+        gate_up = self.linear(h, layer.w_gate_up)  # (T, 2F)
         f = gate_up.shape[1] // 2
-        return linear(silu(gate_up[:, :f]) * gate_up[:, f:], layer.w_down)  # (T, d)
+        return self.linear(silu(gate_up[:, :f]) * gate_up[:, f:], layer.w_down)  # (T, d)
 
     def qkv(self, layer: LayerWeights, h: np.ndarray) -> tuple[np.ndarray, ...]:
         """h: (T, d) -> q and k together (T, H + KV, D), v (T, KV, D); biased and q/k-normed
         when the layer has those weights."""
         c = self.config
-        qkv = linear(h, layer.wqkv)  # (T, (H + 2KV) * D)
+        qkv = self.linear(h, layer.wqkv)  # (T, (H + 2KV) * D)
         if layer.bqkv is not None:
             qkv += layer.bqkv
         k_end = (c.n_heads + c.n_kv_heads) * c.head_dim

@@ -18,13 +18,17 @@ from tiny_archs import TinyShape, write_tiny_arch
 PROMPTS = ["the cat sat", "on the mat and then", "a", "there were three of them"]
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3"])
+# "-split": batched products half in a helper process (runtime/split.py)
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma3", "llama-split", "gemma3-split"])
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    arch, _, split = request.param.partition("-")
     folder = tmp_path_factory.mktemp(request.param)
-    if request.param == "llama":
-        return Engine.load(write_tiny_llama(folder / "m.gguf", weight_type="Q8_0"))
-    shape = TinyShape(sliding_window=3) if request.param == "gemma3" else None
-    return Engine.load(write_tiny_arch(folder / "m.gguf", request.param, shape))
+    if arch == "llama":
+        return Engine.load(
+            write_tiny_llama(folder / "m.gguf", weight_type="Q8_0"), split=bool(split)
+        )
+    shape = TinyShape(sliding_window=3) if arch == "gemma3" else None
+    return Engine.load(write_tiny_arch(folder / "m.gguf", arch, shape), split=bool(split))
 
 
 def separate_caches(model: Llama, n: int) -> list[KVCache]:

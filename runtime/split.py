@@ -1,0 +1,129 @@
+"""Batched products on both cores: a helper process computes half of each weight's rows.
+
+Why a process: decoding a few rows at once is bound by reading the weights, and one
+core alone reads memory at about half the machine's rate. OpenBLAS's own threads
+only help the one-row product (sgemv); for 2-8 rows its threaded sgemm packs the
+weight and runs no faster than one core. Its single-threaded small-matrix kernel is
+fast on blocks of a few hundred rows, so each core streams half the weight through
+it. Threads of this process cannot share that work: every hand-over waits on the GIL
+and on waking a sleeping thread (~100 us on these VMs, 120 hand-overs a token). A
+child forked once the weights are loaded reads the very same pages (copy-on-write,
+never written) and hands over through a spinning flag in shared memory in
+microseconds. (A memfd for the weights would let a fresh process map them, but
+4 KiB shared-memory pages made loading 2-3x slower than private huge pages.)
+
+    split = SplitLinear(matrices)   # forks the helper; matrices: the model's (out, in) weights
+    y = split.linear(x, w)          # x (R, in) @ w.T: (R, out)
+
+Rows outside SPLIT_ROWS, other weights, or a helper gone fall back to `ops.linear`
+in this process; the answers agree to float32 rounding either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+
+import numpy as np
+
+from corral.runtime.arch.ops import linear as local_linear
+from corral.runtime.split_protocol import DONE, Control, stacked_matmul
+from corral.runtime.split_worker import run_helper
+
+log = logging.getLogger(__name__)
+
+SPLIT_ROWS = range(2, 9)  # rows of x the helper takes half of
+SPIN_SECONDS = 0.001  # waiting for the helper, between re-checks that it still lives
+DEAD_SECONDS = 10.0  # no answer for this long: the helper is taken for dead
+
+
+class SplitLinear:
+    """`linear` for the given weights, with half of each batched product in a helper."""
+
+    def __init__(self, matrices: list[np.ndarray]) -> None:
+        self._index = {m.ctypes.data: i for i, m in enumerate(matrices)}
+        self._matrices = matrices
+        self.control = Control(
+            SPLIT_ROWS.stop - 1,
+            max(m.shape[1] for m in matrices),
+            max(m.shape[0] for m in matrices),
+        )
+        self._lock = threading.Lock()
+        wake_r, self._wake_w = os.pipe()
+        last_job = self.control.last_job
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self._wake_w)
+            run_helper(self.control, matrices, wake_r, last_job)  # never returns
+        os.close(wake_r)
+        os.set_blocking(self._wake_w, False)
+        self._alive = True
+        self._finalizer = weakref.finalize(self, _stop, self.control, self.pid, self._wake_w)
+        log.info("split helper started (pid %d)", self.pid)
+
+    def linear(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """x (R, in) @ weight.T for weight (out, in): (R, out)."""
+        matrix = self._index.get(weight.ctypes.data)
+        if x.shape[0] not in SPLIT_ROWS or matrix is None or not self._alive:
+            return local_linear(x, weight)
+        if self._matrices[matrix].shape != weight.shape or weight.shape[0] < 2:
+            return local_linear(x, weight)
+        with self._lock:
+            return self._split(np.ascontiguousarray(x, dtype=np.float32), weight, matrix)
+
+    def _split(self, x: np.ndarray, weight: np.ndarray, matrix: int) -> np.ndarray:
+        cut = weight.shape[0] // 2  # this process takes rows [0, cut), the helper the rest
+        out = np.empty((x.shape[0], weight.shape[0]), dtype=np.float32)  # (R, out)
+        seq = self.control.post(x, matrix, cut)
+        if self.control.sleeping:
+            _write_wake(self._wake_w)
+        stacked_matmul(x, weight[:cut], out[:, :cut])
+        if self._wait(seq):
+            out[:, cut:] = self.control.result(x.shape[0], weight.shape[0] - cut)
+        else:
+            stacked_matmul(x, weight[cut:], out[:, cut:])
+        return out
+
+    def _wait(self, seq: int) -> bool:
+        """Spin until the helper answers `seq`; False (and no more splitting) if it died."""
+        started = time.perf_counter()
+        while not self.control.done(seq, SPIN_SECONDS):
+            _write_wake(self._wake_w)  # it may have gone to sleep just before the post
+            exited = os.waitpid(self.pid, os.WNOHANG)[0] == self.pid
+            if exited or time.perf_counter() - started > DEAD_SECONDS:
+                log.warning("split helper %d gone: batched products stay on one core", self.pid)
+                self._alive = False
+                return False
+        return True
+
+    @property
+    def jobs_done(self) -> int:
+        """How many products the helper has computed its half of."""
+        return int(self.control.slots[DONE])
+
+    def close(self) -> None:
+        """Stop the helper (also done when this object is garbage collected)."""
+        self._alive = False
+        self._finalizer()
+
+
+def _write_wake(fd: int) -> None:
+    with contextlib.suppress(OSError):  # full (the helper will see the job anyway) or closed
+        os.write(fd, b"w")
+
+
+def _stop(control: Control, pid: int, wake_w: int) -> None:
+    control.stop()
+    os.close(wake_w)  # a sleeping helper reads end-of-file and exits
+    with contextlib.suppress(ChildProcessError):
+        deadline = time.monotonic() + 2
+        while os.waitpid(pid, os.WNOHANG)[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.005)

@@ -1,0 +1,150 @@
+"""runtime/split.py: batched products half in a forked helper process — same answers,
+and a helper that lives exactly as long as its model, whatever happens to either side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from corral.runtime.arch.ops import linear
+from corral.runtime.split import SPLIT_ROWS, SplitLinear
+from corral.runtime.split_protocol import block_rows, stacked_matmul
+
+# (out, in): a block-aligned matrix, ones with a tail, a tiny one, the widest input
+SHAPES = [(600, 64), (601, 96), (3, 40), (2, 1536), (1201, 17)]
+
+
+@pytest.fixture
+def matrices() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape, dtype=np.float32) for shape in SHAPES]
+
+
+@pytest.fixture
+def split(matrices: list[np.ndarray]) -> Iterator[SplitLinear]:
+    s = SplitLinear(matrices)
+    yield s
+    s.close()
+
+
+def gone(pid: int, seconds: float = 5.0) -> bool:
+    """Whether process `pid` has exited (and been reaped) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or "Z" in _state(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"
+
+
+@pytest.mark.parametrize("n_rows", list(SPLIT_ROWS))
+def test_split_products_equal_local_ones(
+    split: SplitLinear, matrices: list[np.ndarray], n_rows: int
+) -> None:
+    rng = np.random.default_rng(n_rows)
+    before = split.jobs_done
+    for w in matrices:
+        x = rng.standard_normal((n_rows, w.shape[1]), dtype=np.float32)
+        np.testing.assert_allclose(split.linear(x, w), linear(x, w), rtol=1e-5, atol=1e-4)
+    assert split.jobs_done == before + len(matrices)  # the helper computed its half of each
+
+
+def test_other_rows_and_weights_stay_local(split: SplitLinear, matrices: list[np.ndarray]) -> None:
+    w = matrices[0]
+    x1 = np.ones((1, w.shape[1]), dtype=np.float32)
+    x9 = np.ones((9, w.shape[1]), dtype=np.float32)
+    copy = w.copy()  # equal values, but not one of the helper's matrices
+    x4 = np.ones((4, w.shape[1]), dtype=np.float32)
+    before = split.jobs_done
+    for x, weight in ((x1, w), (x9, w), (x4, copy)):
+        np.testing.assert_allclose(split.linear(x, weight), linear(x, weight), rtol=1e-5)
+    assert split.jobs_done == before
+
+
+def test_stacked_matmul_covers_whole_blocks_and_the_tail() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 32), dtype=np.float32)
+    w = rng.standard_normal((block_rows(4, 32) * 3 + 7, 32), dtype=np.float32)
+    out = np.full((4, w.shape[0]), np.nan, dtype=np.float32)
+    stacked_matmul(x, w, out)
+    np.testing.assert_allclose(out, x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_helper_holds_none_of_the_parents_sockets(matrices: list[np.ndarray]) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        s = SplitLinear(matrices)
+        try:
+            w = matrices[0]
+            s.linear(np.ones((2, w.shape[1]), dtype=np.float32), w)  # it is past its set-up
+            assert s.jobs_done == 1
+            inode = os.stat(listener.fileno()).st_ino
+            helper_fds = list(Path(f"/proc/{s.pid}/fd").iterdir())
+            links = {os.readlink(fd) for fd in helper_fds}
+            assert f"socket:[{inode}]" not in links
+            assert len(helper_fds) <= 4  # stdio and the wake-up pipe
+        finally:
+            s.close()
+
+
+def test_close_and_garbage_collection_stop_the_helper(matrices: list[np.ndarray]) -> None:
+    s = SplitLinear(matrices)
+    pid = s.pid
+    s.close()
+    assert gone(pid)
+    s = SplitLinear(matrices)
+    pid = s.pid
+    del s
+    assert gone(pid)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_helper_leaves_products_local_and_right(
+    split: SplitLinear,
+    matrices: list[np.ndarray],
+    caplog: pytest.LogCaptureFixture,
+    signal_number: int,
+) -> None:
+    w = matrices[1]
+    x = np.random.default_rng(2).standard_normal((4, w.shape[1]), dtype=np.float32)
+    split.linear(x, w)
+    os.kill(split.pid, signal_number)
+    for _ in range(3):
+        np.testing.assert_allclose(split.linear(x, w), linear(x, w), rtol=1e-5, atol=1e-4)
+    assert "helper" in caplog.text and "gone" in caplog.text
+
+
+def test_the_helper_exits_when_its_process_dies(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys, numpy as np
+        from corral.runtime.split import SplitLinear
+        s = SplitLinear([np.ones((64, 8), dtype=np.float32)])
+        s.linear(np.ones((2, 8), dtype=np.float32), s._matrices[0])
+        print(s.pid, flush=True)
+        os._exit(0)  # no finalizers: the helper must notice by itself
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    helper = int(out.stdout.split()[0])
+    assert gone(helper)
