@@ -45,7 +45,8 @@ class SplitLinear:
     """`linear` for the given weights, with half of each batched product in a helper."""
 
     def __init__(self, matrices: list[np.ndarray]) -> None:
-        self._index = {m.ctypes.data: i for i, m in enumerate(matrices)}
+        # by id(): the list keeps each matrix alive, so no other array can share its id
+        self._index = {id(m): i for i, m in enumerate(matrices)}
         self._matrices = matrices
         self.control = Control(
             SPLIT_ROWS.stop - 1,
@@ -67,10 +68,10 @@ class SplitLinear:
 
     def linear(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """x (R, in) @ weight.T for weight (out, in): (R, out)."""
-        matrix = self._index.get(weight.ctypes.data)
-        if x.shape[0] not in SPLIT_ROWS or matrix is None or not self._alive:
+        if x.shape[0] not in SPLIT_ROWS or not self._alive:
             return local_linear(x, weight)
-        if self._matrices[matrix].shape != weight.shape or weight.shape[0] < 2:
+        matrix = self._index.get(id(weight))
+        if matrix is None or weight.shape[0] < 2:
             return local_linear(x, weight)
         with self._lock:
             return self._split(np.ascontiguousarray(x, dtype=np.float32), weight, matrix)
