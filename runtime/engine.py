@@ -112,7 +112,7 @@ class Engine:
         """`n` sessions whose caches share one pool, so that `decode_step` attends for any
         of them together in one go (sessions from `new_session` attend one by one)."""
         pool = self.model.new_pool(n, num_ctx or self.num_ctx)
-        return [Session(cache) for cache in pool.caches]
+        return [Session(cache) for cache in pool.new_caches()]
 
     def render_chat(
         self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True

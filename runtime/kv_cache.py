@@ -75,7 +75,11 @@ class SequenceKV:
 
 
 class KVPool:
-    """The caches of up to `n_slots` sequences in one array each for keys and values."""
+    """The caches of up to `n_slots` sequences in one array each for keys and values.
+
+    Each cache refers to its pool, never the other way round: with no reference cycle,
+    the pool's memory goes back the moment its last cache is dropped, not at the next
+    cyclic garbage collection (which may be long in coming in a daemon)."""
 
     def __init__(
         self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int, n_slots: int
@@ -83,7 +87,11 @@ class KVPool:
         shape = (n_layers, n_slots, n_kv_heads, n_ctx, head_dim)  # (L, P, KV, C, D)
         self.keys = np.zeros(shape, dtype=np.float32)  # pages commit only as they fill
         self.values = np.zeros_like(self.keys)
-        self.caches = [
+
+    def new_caches(self) -> list[KVCache]:
+        """One cache per slot (call once: two caches of one slot would overwrite each other)."""
+        n_layers, n_slots, n_kv_heads, n_ctx, head_dim = self.keys.shape
+        return [
             KVCache(n_layers, n_kv_heads, n_ctx, head_dim, self, slot) for slot in range(n_slots)
         ]
 

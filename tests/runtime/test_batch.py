@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def separate_caches(model: Llama, n: int) -> list[KVCache]:
 
 def pooled_caches(model: Llama, n: int) -> list[KVCache]:
     """Slots of one pool, out of order, with an idle slot (3) inside their span."""
-    pool = model.new_pool(n + 2, 64).caches
+    pool = model.new_pool(n + 2, 64).new_caches()
     return [pool[i] for i in (4, 1, 2, 5, 0, 6)[:n]]
 
 
@@ -118,3 +120,16 @@ def test_prefill_step_processes_the_prompt_a_chunk_at_a_time(engine: Engine) -> 
     assert isinstance(done, Done) and done.prompt_eval_count == len(prompt)
     alone = list(engine.generate(engine.new_session(), prompt, SamplerOptions.greedy(), 6))
     assert done.generated == alone[-1].generated
+
+
+def test_a_pool_is_freed_with_its_last_session_without_the_cycle_collector(
+    engine: Engine,
+) -> None:
+    sessions = engine.new_sessions(3)
+    pool = weakref.ref(sessions[0].cache.pool)
+    gc.disable()
+    try:
+        del sessions
+        assert pool() is None
+    finally:
+        gc.enable()
