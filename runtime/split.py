@@ -31,6 +31,7 @@ import weakref
 import numpy as np
 
 from corral.runtime.arch.ops import linear as local_linear
+from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.split_protocol import DONE, Control, stacked_matmul
 from corral.runtime.split_worker import run_helper
 
@@ -56,10 +57,11 @@ class SplitLinear:
         self._lock = threading.Lock()
         wake_r, self._wake_w = os.pipe()
         last_job = self.control.last_job
-        self.pid = os.fork()
-        if self.pid == 0:
-            os.close(self._wake_w)
-            run_helper(self.control, matrices, wake_r, last_job)  # never returns
+        with COMPUTE.exclusive():  # no product is running on OpenBLAS's threads
+            self.pid = os.fork()
+            if self.pid == 0:
+                os.close(self._wake_w)
+                run_helper(self.control, matrices, wake_r, last_job)  # never returns
         os.close(wake_r)
         os.set_blocking(self._wake_w, False)
         self._alive = True

@@ -9,6 +9,7 @@ it was forked from.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -37,10 +38,11 @@ def run_helper(control: Control, matrices: list[np.ndarray], wake_r: int, seen: 
 def quiet_signals() -> None:
     """Ctrl-C is for the main process; a TERM or HUP ends the helper at once. (The
     handlers inherited from the main process would write to its event loop's socket.)"""
-    signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for number in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, signal.SIG_DFL)
+    with contextlib.suppress(ValueError):  # only the main thread may (the forking one is)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
 
 
 def serve(control: Control, matrices: list[np.ndarray], wake_r: int, seen: int) -> None:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotation, silu
+from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import BatchKV, KVCache, KVPool, SequenceKV
 
@@ -277,8 +278,9 @@ class Llama:
         """Embed `tokens` (T,) at `positions` (T,) and run every block: (T, d)."""
         x = self.embed(tokens)  # (T, d)
         rotations = self.rotations(positions)
-        for i, layer in enumerate(self.weights.layers):
-            x = self.block(i, layer, x, kv, rotations[i])
+        with COMPUTE.shared():
+            for i, layer in enumerate(self.weights.layers):
+                x = self.block(i, layer, x, kv, rotations[i])
         return x
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
@@ -286,7 +288,8 @@ class Llama:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         x = rms_norm(x, self.weights.out_norm, self.config.rms_eps)  # (N, d)
-        return self.linear(x, self.weights.output)  # (N, V)
+        with COMPUTE.shared():
+            return self.linear(x, self.weights.output)  # (N, V)
 
     def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
         """The RoPE (cos, sin) tables of `positions` (T,), one per layer."""

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from corral.runtime.arch.ops import linear
+from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.split import SPLIT_ROWS, SplitLinear
 from corral.runtime.split_protocol import block_rows, stacked_matmul
 
@@ -148,3 +150,30 @@ def test_the_helper_exits_when_its_process_dies(tmp_path: Path) -> None:
     )
     helper = int(out.stdout.split()[0])
     assert gone(helper)
+
+
+def test_forking_waits_for_products_running_in_other_threads() -> None:
+    """OpenBLAS stops its thread pool at fork(); a threaded product under way in another
+    thread would never return (without the guard this thread hangs at once)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((2048, 1024), dtype=np.float32)
+    x = rng.standard_normal((32, 1024), dtype=np.float32)
+    expected = x @ w.T
+    done, stop = [], threading.Event()
+
+    def compute() -> None:
+        while not stop.is_set():
+            with COMPUTE.shared():  # as Llama.run_layers and Llama.logits hold it
+                done.append(np.allclose(x @ w.T, expected, rtol=1e-4, atol=1e-3))
+
+    worker = threading.Thread(target=compute, daemon=True)
+    worker.start()
+    while not done:
+        time.sleep(0.01)
+    small = [np.ones((64, 8), dtype=np.float32)]
+    for _ in range(20):
+        SplitLinear(small).close()
+    stop.set()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert len(done) > 1 and all(done)
