@@ -7,11 +7,26 @@ instead of a loop over sequences.
 
 from __future__ import annotations
 
+import math
+import mmap
 from collections.abc import Sequence
 
 import numpy as np
 
 from corral.runtime.arch.ops import attend, softmax_inplace
+
+
+def kv_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A zeroed float32 array for keys or values, whose pages the OS commits only when
+    written, and which forked children do not inherit (MADV_DONTFORK): a helper forked
+    later (runtime/split.py) would otherwise keep the old copy of every page this
+    process writes after the fork."""
+    nbytes = math.prod(shape) * 4
+    if not nbytes or not hasattr(mmap, "MADV_DONTFORK"):
+        return np.zeros(shape, dtype=np.float32)
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    memory.madvise(mmap.MADV_DONTFORK)
+    return np.frombuffer(memory, dtype=np.float32).reshape(shape)
 
 
 class ContextFull(ValueError):
@@ -21,8 +36,8 @@ class ContextFull(ValueError):
 class KVCache:
     """Keys and values of every layer for positions 0..length-1.
 
-    Allocated once at the full context size with np.zeros, whose pages the OS
-    commits only when written, so a large num_ctx costs memory only as it fills.
+    Allocated once at the full context size (`kv_array`), whose pages the OS commits
+    only when written, so a large num_ctx costs memory only as it fills.
     """
 
     def __init__(
@@ -38,8 +53,8 @@ class KVCache:
         self.length = 0
         self.pool, self.slot = pool, slot
         if pool is None:
-            self.keys = np.zeros((n_layers, n_kv_heads, n_ctx, head_dim), dtype=np.float32)
-            self.values = np.zeros_like(self.keys)  # (L, KV, C, D)
+            self.keys = kv_array((n_layers, n_kv_heads, n_ctx, head_dim))  # (L, KV, C, D)
+            self.values = kv_array(self.keys.shape)
         else:
             self.keys, self.values = pool.keys[:, slot], pool.values[:, slot]  # (L, KV, C, D)
 
@@ -85,8 +100,8 @@ class KVPool:
         self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int, n_slots: int
     ) -> None:
         shape = (n_layers, n_slots, n_kv_heads, n_ctx, head_dim)  # (L, P, KV, C, D)
-        self.keys = np.zeros(shape, dtype=np.float32)  # pages commit only as they fill
-        self.values = np.zeros_like(self.keys)
+        self.keys = kv_array(shape)
+        self.values = kv_array(shape)
 
     def new_caches(self) -> list[KVCache]:
         """One cache per slot (call once: two caches of one slot would overwrite each other)."""

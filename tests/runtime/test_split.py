@@ -19,6 +19,7 @@ import pytest
 
 from corral.runtime.arch.ops import linear
 from corral.runtime.compute_guard import COMPUTE
+from corral.runtime.kv_cache import KVCache, KVPool
 from corral.runtime.split import SPLIT_ROWS, SplitLinear
 from corral.runtime.split_protocol import block_rows, stacked_matmul
 
@@ -177,3 +178,27 @@ def test_forking_waits_for_products_running_in_other_threads() -> None:
     worker.join(timeout=30)
     assert not worker.is_alive()
     assert len(done) > 1 and all(done)
+
+
+def mapped_in(pid: int, address: int) -> bool:
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        start, end = (int(a, 16) for a in line.split()[0].split("-"))
+        if start <= address < end:
+            return True
+    return False
+
+
+def test_the_helper_does_not_inherit_kv_caches(matrices: list[np.ndarray]) -> None:
+    """Pages of a cache written after the fork would otherwise stay twice in memory."""
+    pool = KVPool(n_layers=2, n_kv_heads=2, n_ctx=4096, head_dim=64, n_slots=2)
+    cache = KVCache(n_layers=2, n_kv_heads=2, n_ctx=4096, head_dim=64)
+    s = SplitLinear(matrices)
+    try:
+        w = matrices[0]
+        s.linear(np.ones((2, w.shape[1]), dtype=np.float32), w)  # it is up and running
+        for array in (pool.keys, pool.values, cache.keys, cache.values):
+            assert mapped_in(os.getpid(), array.ctypes.data)
+            assert not mapped_in(s.pid, array.ctypes.data)
+        assert mapped_in(s.pid, w.ctypes.data)  # the weights it needs, it shares
+    finally:
+        s.close()
