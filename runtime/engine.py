@@ -100,7 +100,10 @@ class Engine:
             )
             pooling_type = int(gguf.metadata.get(f"{info.architecture}.pooling_type", 0))
         if use_split(model, split):
-            model.linear = SplitLinear(model.matrices()).linear
+            try:
+                model.linear = SplitLinear(model.matrices()).linear
+            except OSError as e:
+                log.warning("batched decoding stays on one core: cannot start a helper: %s", e)
         n_ctx = min(num_ctx or DEFAULT_NUM_CTX, info.context_length)
         log.info("loaded %s in %.2fs", path, time.perf_counter() - started)
         return cls(model, tokenizer, template, info, n_ctx, POOLINGS.get(pooling_type, "last"))

@@ -55,15 +55,7 @@ class SplitLinear:
             max(m.shape[0] for m in matrices),
         )
         self._lock = threading.Lock()
-        wake_r, self._wake_w = os.pipe()
-        last_job = self.control.last_job
-        with COMPUTE.exclusive():  # no product is running on OpenBLAS's threads
-            self.pid = os.fork()
-            if self.pid == 0:
-                os.close(self._wake_w)
-                run_helper(self.control, matrices, wake_r, last_job)  # never returns
-        os.close(wake_r)
-        os.set_blocking(self._wake_w, False)
+        self.pid, self._wake_w = _fork_helper(self.control, matrices)
         self._alive = True
         self._finalizer = weakref.finalize(self, _stop, self.control, self.pid, self._wake_w)
         log.info("split helper started (pid %d)", self.pid)
@@ -112,6 +104,26 @@ class SplitLinear:
         """Stop the helper (also done when this object is garbage collected)."""
         self._alive = False
         self._finalizer()
+
+
+def _fork_helper(control: Control, matrices: list[np.ndarray]) -> tuple[int, int]:
+    """Fork the helper: (its pid, the write end of its wake-up pipe). OSError (no more
+    processes or memory) leaves nothing behind."""
+    wake_r, wake_w = os.pipe()
+    last_job = control.last_job
+    try:
+        with COMPUTE.exclusive():  # no product is running on OpenBLAS's threads
+            pid = os.fork()
+            if pid == 0:
+                os.close(wake_w)
+                run_helper(control, matrices, wake_r, last_job)  # never returns
+    except OSError:
+        os.close(wake_w)
+        raise
+    finally:
+        os.close(wake_r)
+    os.set_blocking(wake_w, False)
+    return pid, wake_w
 
 
 def _write_wake(fd: int) -> None:

@@ -19,9 +19,12 @@ import pytest
 
 from corral.runtime.arch.ops import linear
 from corral.runtime.compute_guard import COMPUTE
+from corral.runtime.engine import Done, Engine
 from corral.runtime.kv_cache import KVCache, KVPool
+from corral.runtime.sampling import SamplerOptions
 from corral.runtime.split import SPLIT_ROWS, SplitLinear
 from corral.runtime.split_protocol import block_rows, stacked_matmul
+from tiny import write_tiny_llama
 
 # (out, in): a block-aligned matrix, ones with a tail, a tiny one, the widest input
 SHAPES = [(600, 64), (601, 96), (3, 40), (2, 1536), (1201, 17)]
@@ -202,3 +205,21 @@ def test_the_helper_does_not_inherit_kv_caches(matrices: list[np.ndarray]) -> No
         assert mapped_in(s.pid, w.ctypes.data)  # the weights it needs, it shares
     finally:
         s.close()
+
+
+def test_a_model_loads_when_no_helper_can_be_forked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fork() failing (no more processes or memory) costs speed, never the model."""
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    fds_before = set(os.listdir("/proc/self/fd"))
+    engine = Engine.load(write_tiny_llama(tmp_path / "m.gguf"), split=True)
+    assert engine.model.linear is linear
+    assert "cannot start a helper" in caplog.text
+    assert set(os.listdir("/proc/self/fd")) == fds_before  # the pipe is closed again
+    events = list(engine.generate(engine.new_session(), [1, 2, 3], SamplerOptions.greedy(), 4))
+    assert isinstance(events[-1], Done)
