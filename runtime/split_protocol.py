@@ -57,9 +57,6 @@ class Control:
             self._mmap, np.float32, max_rows * max_out, HEADER * 8 + self._x.nbytes
         )
 
-    def fits(self, n_rows: int, n_in: int, n_out: int) -> bool:
-        return n_rows <= self.max_rows and n_in <= self.max_in and n_out <= self.max_out
-
     # ----- the main process ------------------------------------------------------
 
     def post(self, x: np.ndarray, matrix: int, cut: int) -> int:
