@@ -223,3 +223,24 @@ def test_a_model_loads_when_no_helper_can_be_forked(
     assert set(os.listdir("/proc/self/fd")) == fds_before  # the pipe is closed again
     events = list(engine.generate(engine.new_session(), [1, 2, 3], SamplerOptions.greedy(), 4))
     assert isinstance(events[-1], Done)
+
+
+def test_an_idle_helper_sleeps_and_wakes_for_the_next_product(split: SplitLinear) -> None:
+    w = split._matrices[0]
+    x = np.ones((3, w.shape[1]), dtype=np.float32)
+    split.linear(x, w)
+    deadline = time.monotonic() + 5
+    while _state(split.pid) != "S" and time.monotonic() < deadline:  # spins ~2 ms first
+        time.sleep(0.01)
+    assert _state(split.pid) == "S"
+    cpu_before = _cpu_ticks(split.pid)
+    time.sleep(0.3)
+    assert _cpu_ticks(split.pid) - cpu_before <= 2  # asleep, not spinning
+    jobs = split.jobs_done
+    np.testing.assert_allclose(split.linear(x, w), linear(x, w), rtol=1e-5, atol=1e-4)
+    assert split.jobs_done == jobs + 1
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
