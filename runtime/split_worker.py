@@ -13,12 +13,14 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 
 from corral.runtime.split_protocol import DONE, JOB, SLEEPING, STOP, Control, stacked_matmul
 
 IDLE_SPIN_SECONDS = 0.002  # the helper spins this long for the next job, then sleeps
+HELPER_NAME = "corral-split"
 
 
 def run_helper(control: Control, matrices: list[np.ndarray], wake_r: int, seen: int) -> None:
@@ -27,6 +29,8 @@ def run_helper(control: Control, matrices: list[np.ndarray], wake_r: int, seen: 
     status = 1
     try:
         quiet_signals()
+        with contextlib.suppress(OSError):  # what `top` and `ps -o comm` call it
+            Path("/proc/self/comm").write_text(HELPER_NAME)
         os.closerange(3, wake_r)  # the daemon's sockets and files are not the helper's
         os.closerange(wake_r + 1, os.sysconf("SC_OPEN_MAX"))
         serve(control, matrices, wake_r, seen)

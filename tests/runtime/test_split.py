@@ -107,6 +107,7 @@ def test_helper_holds_none_of_the_parents_sockets(matrices: list[np.ndarray]) ->
             links = {os.readlink(fd) for fd in helper_fds}
             assert f"socket:[{inode}]" not in links
             assert len(helper_fds) <= 4  # stdio and the wake-up pipe
+            assert Path(f"/proc/{s.pid}/comm").read_text().strip() == "corral-split"
         finally:
             s.close()
 
