@@ -33,6 +33,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 SPLIT_ROWS = range(2, 9)  # rows of x the helper takes half of
 SPIN_SECONDS = 0.001  # waiting for the helper, between re-checks that it still lives
 DEAD_SECONDS = 10.0  # no answer for this long: the helper is taken for dead
+FORK_WARNING = "This process .* is multi-threaded"  # Python 3.12+, see _fork_helper
 
 
 class SplitLinear:
@@ -119,7 +121,12 @@ def _fork_helper(control: Control, matrices: list[np.ndarray]) -> tuple[int, int
     wake_r, wake_w = os.pipe()
     last_job = control.last_job
     try:
-        with COMPUTE.exclusive():  # no product is running on OpenBLAS's threads
+        # no product is running on OpenBLAS's threads while it forks
+        with COMPUTE.exclusive(), warnings.catch_warnings():
+            # Python 3.12+ warns of forking a threaded process: a lock another thread holds
+            # stays held in the child. The child takes none: it runs NumPy's small products
+            # on memory it already has, reads a pipe and exits with os._exit.
+            warnings.filterwarnings("ignore", FORK_WARNING, DeprecationWarning)
             pid = os.fork()
             if pid == 0:
                 os.close(wake_w)
