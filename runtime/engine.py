@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 PREFILL_CHUNK = 512  # tokens per batched prompt pass; bounds attention-score memory
 DEFAULT_NUM_CTX = 4096
 SPLIT_MIN_BYTES = 64 << 20  # float32 weights below this decode batches on one core
+SPLIT_MACHINES = ("x86_64", "amd64")  # platform.machine(), lower case
 # llama.cpp's `<arch>.pooling_type` (enum llama_pooling_type) -> how `embed` pools.
 # A decoder model has none: llama.cpp then gives per-token embeddings and Ollama
 # answers with the last token's, so "none" (and an absent key) pools the last token.
@@ -238,11 +240,14 @@ class Engine:
 
 def use_split(model: Llama, split: bool | None) -> bool:
     """Whether batched decoding runs on two cores: by default when there are two and
-    the weights are big enough for it to pay."""
+    the weights are big enough for it to pay. Only on x86-64, whose stores other cores
+    see in order: the hand-over (runtime/split_protocol.py) has no memory barriers."""
+    if not hasattr(os, "fork") or platform.machine().lower() not in SPLIT_MACHINES:
+        return False
     if split is None:
         nbytes = sum(m.nbytes for m in model.matrices())
         return (os.cpu_count() or 1) >= 2 and nbytes >= SPLIT_MIN_BYTES
-    return split and hasattr(os, "fork")
+    return split
 
 
 def _token_text(tokenizer: Tokenizer, token_id: int | None) -> str:

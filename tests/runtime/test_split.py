@@ -4,6 +4,7 @@ and a helper that lives exactly as long as its model, whatever happens to either
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -19,12 +20,16 @@ import pytest
 
 from corral.runtime.arch.ops import linear
 from corral.runtime.compute_guard import COMPUTE
-from corral.runtime.engine import Done, Engine
+from corral.runtime.engine import SPLIT_MACHINES, Done, Engine
 from corral.runtime.kv_cache import KVCache, KVPool
 from corral.runtime.sampling import SamplerOptions
 from corral.runtime.split import SPLIT_ROWS, SplitLinear
 from corral.runtime.split_protocol import block_rows, stacked_matmul
 from tiny import write_tiny_llama
+
+pytestmark = pytest.mark.skipif(
+    platform.machine().lower() not in SPLIT_MACHINES, reason="the split runs on x86-64 only"
+)
 
 # (out, in): a block-aligned matrix, ones with a tail, a tiny one, the widest input
 SHAPES = [(600, 64), (601, 96), (3, 40), (2, 1536), (1201, 17)]
