@@ -49,7 +49,6 @@ class Control:
     """The shared control block, seen from either process."""
 
     def __init__(self, max_rows: int, max_in: int, max_out: int) -> None:
-        self.max_rows, self.max_in, self.max_out = max_rows, max_in, max_out
         self._mmap = mmap.mmap(-1, HEADER * 8 + 4 * max_rows * (max_in + max_out))  # shared
         self.slots = np.frombuffer(self._mmap, dtype=np.int64, count=HEADER)
         self._x = np.frombuffer(self._mmap, np.float32, max_rows * max_in, HEADER * 8)

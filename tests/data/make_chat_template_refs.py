@@ -43,7 +43,7 @@ import xllamacpp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 import assets
 from llamacpp_ref import LlamaCpp, Settings
-from refs_common import MODELS, dumps, sha256
+from refs_common import MODELS, dumps, generator_versions, sha256
 
 log = logging.getLogger("make_chat_template_refs")
 
@@ -175,11 +175,7 @@ def main() -> None:
     templates = write_templates()
     doc = {
         "command": COMMAND,
-        "generator": {
-            "xllamacpp": xllamacpp.__version__,
-            "xllamacpp_revision": xllamacpp._version.get_versions()["full-revisionid"],
-            "gguf_py": importlib.metadata.version("gguf"),
-        },
+        "generator": generator_versions(),
         "llama_cpp": "/apply-template (jinja), /tokenize add_special parse_special",
         "templates": templates,
         "conversations": [

@@ -46,7 +46,7 @@ import xllamacpp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 from llamacpp_ref import EXACT, LlamaCpp, Settings
-from refs_common import MODELS, dumps, f32_copy, sha256, token_bytes
+from refs_common import MODELS, dumps, f32_copy, generator_versions, sha256, token_bytes
 
 log = logging.getLogger("make_llamacpp_refs")
 
@@ -199,15 +199,10 @@ def model_doc(name: str) -> dict[str, Any]:
         "default": run_section(name, shipped, SECTIONS["default"], pieces),
         "exact": run_section(name, copy, SECTIONS["exact"], pieces),
     }
-    versions = xllamacpp._version.get_versions()
     template = TEMPLATE_OVERRIDES.get(name)
     return {
         "command": f"{COMMAND} {name}",
-        "generator": {
-            "xllamacpp": xllamacpp.__version__,
-            "xllamacpp_revision": versions["full-revisionid"],
-            "gguf_py": importlib.metadata.version("gguf"),  # wrote the F32 copy
-        },
+        "generator": generator_versions(),  # gguf-py wrote the F32 copy
         "source_model": {
             "requirement": MODELS[name].requirement,
             "file": shipped.name,

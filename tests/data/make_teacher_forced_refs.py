@@ -44,7 +44,7 @@ import xllamacpp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
 import assets
 from llamacpp_ref import EXACT, LlamaCpp, Settings
-from refs_common import MODELS, dumps, f32_copy, sha256
+from refs_common import MODELS, dumps, f32_copy, generator_versions, sha256
 
 log = logging.getLogger("make_teacher_forced_refs")
 
@@ -114,11 +114,7 @@ def main() -> None:
             sections[name]["exact"] = exact_section(name, sections[name]["ids"])
     doc = {
         "command": COMMAND,
-        "generator": {
-            "xllamacpp": xllamacpp.__version__,
-            "xllamacpp_revision": xllamacpp._version.get_versions()["full-revisionid"],
-            "gguf_py": importlib.metadata.version("gguf"),
-        },
+        "generator": generator_versions(),
         "text": {"path": str(assets.GPL3_PATH), "sha256": hashlib.sha256(text_bytes).hexdigest()},
         "n_tokens": N_TOKENS,
         "top2": "per position i: llama.cpp's next-token [id1, logprob1, id2, logprob2] after "

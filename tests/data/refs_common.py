@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -154,3 +155,14 @@ def sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def generator_versions() -> dict[str, str]:
+    """The llama.cpp build (xllamacpp) and gguf-py that produced a reference file."""
+    import xllamacpp  # only the reference generators need it
+
+    return {
+        "xllamacpp": xllamacpp.__version__,
+        "xllamacpp_revision": xllamacpp._version.get_versions()["full-revisionid"],
+        "gguf_py": importlib.metadata.version("gguf"),
+    }

@@ -12,7 +12,7 @@ import re
 import socket
 import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -282,6 +282,22 @@ def _store_files(store: Store) -> list[str]:
 @pytest.fixture
 def make_gguf() -> Callable[..., Path]:
     return write_tiny_gguf
+
+
+def write_gguf_repo(folder: Path, quants: Sequence[str]) -> Path:
+    """A hub repo's files: a tiny GGUF per quant (Tiny-<QUANT>.gguf), a projector and a
+    README."""
+    folder.mkdir()
+    for seed, quant in enumerate(quants):
+        write_tiny_gguf(folder / f"Tiny-{quant}.gguf", seed=seed)
+    write_tiny_gguf(folder / "mmproj-Tiny-F16.gguf", seed=9)
+    (folder / "README.md").write_text("# Tiny\n")
+    return folder
+
+
+@pytest.fixture
+def make_gguf_repo() -> Callable[[Path, Sequence[str]], Path]:
+    return write_gguf_repo
 
 
 @pytest.fixture

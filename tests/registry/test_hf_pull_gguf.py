@@ -4,7 +4,7 @@ a local hub with the real huggingface_hub client."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,13 +21,10 @@ QUANTS = ("Q4_K_M", "Q8_0", "Q5_K_S", "F16")
 
 
 @pytest.fixture
-def gguf_repo(tmp_path: Path, make_gguf: Callable[..., Path], local_hub: LocalHub) -> Path:
-    folder = tmp_path / "gguf-repo"
-    folder.mkdir()
-    for seed, quant in enumerate(QUANTS):
-        make_gguf(folder / f"Tiny-{quant}.gguf", seed=seed)
-    make_gguf(folder / "mmproj-Tiny-F16.gguf", seed=9)
-    (folder / "README.md").write_text("# Tiny\n")
+def gguf_repo(
+    tmp_path: Path, make_gguf_repo: Callable[[Path, Sequence[str]], Path], local_hub: LocalHub
+) -> Path:
+    folder = make_gguf_repo(tmp_path / "gguf-repo", QUANTS)
     local_hub.add_repo(REPO, folder)
     return folder
 

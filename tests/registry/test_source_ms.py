@@ -9,7 +9,7 @@ import hashlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import modelscope_hub.config
@@ -65,13 +65,10 @@ def ms_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModelSco
 
 
 @pytest.fixture
-def gguf_repo(tmp_path: Path, make_gguf: Callable[..., Path], ms_hub: ModelScopeHub) -> Path:
-    folder = tmp_path / "gguf-repo"
-    folder.mkdir()
-    for seed, quant in enumerate(QUANTS):
-        make_gguf(folder / f"Tiny-{quant}.gguf", seed=seed)
-    make_gguf(folder / "mmproj-Tiny-F16.gguf", seed=9)
-    (folder / "README.md").write_text("# Tiny\n")
+def gguf_repo(
+    tmp_path: Path, make_gguf_repo: Callable[[Path, Sequence[str]], Path], ms_hub: ModelScopeHub
+) -> Path:
+    folder = make_gguf_repo(tmp_path / "gguf-repo", QUANTS)
     ms_hub.add_repo(GGUF_REPO, folder, tags=("v1.0",))
     return folder
 
