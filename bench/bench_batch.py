@@ -5,18 +5,19 @@
     python bench/bench_batch.py --no-split      # batched products on one core only
 
 Each stream is its own session with its own prompt; N streams advance together
-through Engine.decode_step (one batched forward pass per token). Prints the
-median over runs of the aggregate rate and its ratio to one stream.
+through Engine.decode_step (one batched forward pass per token). Runs go in rounds
+(each round measures every stream count once); prints the median aggregate rate and
+the median of each round's ratio to one stream.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
 
+from bench_common import interleaved_rates
 from corral.runtime.arch import ops
 from corral.runtime.engine import Engine
 from corral.runtime.sampling import SamplerOptions
@@ -69,14 +70,15 @@ def main() -> None:
     engine = Engine.load(args.model, num_ctx=512, split=args.split)
     aggregate_rate(engine, 1, 8)  # warm up BLAS threads and page in the weights
     split = engine.model.linear is not ops.linear
-    print(f"model: {args.model}\n{args.tokens} tokens per stream, median of {args.runs} runs")
+    print(f"model: {args.model}\n{args.tokens} tokens per stream, median of {args.runs} rounds")
     print(f"batched products: {'split with a helper process' if split else 'one core'}")
     print(f"{'streams':>7} {'aggregate tok/s':>16} {'per stream':>11} {'vs 1 stream':>12}")
-    base = None
-    for n in args.streams:
-        rate = statistics.median(aggregate_rate(engine, n, args.tokens) for _ in range(args.runs))
-        base = base or rate
-        print(f"{n:7d} {rate:16.1f} {rate / n:11.1f} {rate / base:11.2f}x")
+
+    def measure(streams: int) -> float:
+        return aggregate_rate(engine, streams, args.tokens)
+
+    for n, rate, ratio in interleaved_rates(measure, args.streams, args.runs):
+        print(f"{n:7d} {rate:16.1f} {rate / n:11.1f} {ratio:11.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,11 +19,15 @@ microseconds. (A memfd for the weights would let a fresh process map them, but
 Rows outside SPLIT_ROWS, other weights, or a helper gone fall back to `ops.linear`
 in this process; the answers agree to float32 rounding either way.
 
-Measured limits (SmolLM2, 4 rows): the two small-kernel streams together read about
-13 GB/s where OpenBLAS's two-thread sgemv reads about 20; the main process waits for
-the helper ~20% of a step, but pinning each to its own core only moves that wait
-into the main process's own half (same tokens/s), and a 55/45 split gained nothing
-beyond noise. What is left is the memory system, not the hand-over.
+Measured limits (SmolLM2, 4 rows): the product is what costs. On one core alone the
+small kernel takes 4 rows through 269 MB of weights in ~28 ms where a one-row sgemv
+takes ~20 (2 rows: 21, 3 rows: 26, 8 rows: 33), so at 4 rows it is partly bound by its
+own arithmetic. Blocks of 16 to 400 rows, weights stored transposed (in, out) or as
+contiguous panels, and pairs of rows interleaved over L2-resident blocks were all no
+faster. The rest of a 4-row step is ~3 ms (products stubbed out; 2 ms for one row),
+and waiting for the helper ~2 ms over its 121 hand-overs. Pinning each process to its
+own core only moved the wait into the main process's own half (same tokens/s), and a
+55/45 split gained nothing beyond noise.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 # OpenBLAS's small-matrix sgemm (no packing, one thread) takes x (R, in) @ block.T when
-# rows*R <= 1200 and rows*R*in <= 1e6; that kernel streams a weight block at memory speed.
+# rows*R <= 1200 and rows*R*in <= 1e6. It streams each weight block once, near memory
+# speed for 1-2 rows and ~1.4x slower at 4 (runtime/split.py).
 SMALL_KERNEL_OUTPUTS = 1200
 SMALL_KERNEL_MACS = 1_000_000
 
