@@ -5,7 +5,10 @@
     python bench/bench_batch.py --no-split      # batched products on one core only
 
 Each stream is its own session with its own prompt; N streams advance together
-through Engine.decode_step (one batched forward pass per token). Runs go in rounds
+through Engine.decode_step (one batched forward pass per token). End-of-generation
+tokens do not stop a stream, as in llama.cpp's llama-batched-bench: every stream
+generates `--tokens`, so N streams are N streams to the end (a stream that stopped
+early would leave the others decoding in a smaller batch). Runs go in rounds
 (each round measures every stream count once); prints the median aggregate rate and
 the median of each round's ratio to one stream.
 """
@@ -21,6 +24,7 @@ from bench_common import interleaved_rates
 from corral.runtime.arch import ops
 from corral.runtime.engine import Engine
 from corral.runtime.sampling import SamplerOptions
+from corral.runtime.tokenizer import Tokenizer
 
 PROMPTS = [
     "The history of the printing press",
@@ -32,6 +36,20 @@ PROMPTS = [
     "import numpy as np\n",
     "The best way to learn a language is",
 ]
+
+
+class NoEndTokenizer:
+    """The model's tokenizer with no end-of-generation tokens: streams run full length."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    @property
+    def eog_ids(self) -> frozenset[int]:
+        return frozenset()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._tokenizer, name)
 
 
 def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
@@ -68,6 +86,7 @@ def main() -> None:
 
         args.model = str(assets.smollm2_gguf())
     engine = Engine.load(args.model, num_ctx=512, split=args.split)
+    engine.tokenizer = NoEndTokenizer(engine.tokenizer)
     aggregate_rate(engine, 1, 8)  # warm up BLAS threads and page in the weights
     split = engine.model.linear is not ops.linear
     print(f"model: {args.model}\n{args.tokens} tokens per stream, median of {args.runs} rounds")
