@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from corral.runtime.quants import QUANT_TYPES, QuantType, quant_type
+from corral.runtime.weight_memory import weight_array
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -254,7 +255,7 @@ class GGUFFile:
 
     def load_tensor(self, name: str, dtype: np.dtype | type = np.float32) -> np.ndarray:
         """Dequantize a tensor to a new array of `dtype`, in NumPy shape order."""
-        values = np.empty(self.tensors[name].shape, dtype=np.float32)
+        values = weight_array(self.tensors[name].shape)
         self.load_tensor_into(name, values)
         return values.astype(dtype, copy=False)
 

@@ -28,6 +28,7 @@ from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotat
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import BatchKV, KVCache, KVPool, SequenceKV
+from corral.runtime.weight_memory import weight_array
 
 ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
 # LayerWeights fields of per-head query/key RMSNorms and their tensors (qwen3, gemma3).
@@ -136,7 +137,7 @@ def load_fused(gguf: GGUFFile, names: list[str]) -> np.ndarray:
     """Dequantize several (out, in) tensors (or (out,) vectors) stacked along `out`."""
     infos = [gguf.tensors[n] for n in names]
     rows = sum(i.shape[0] for i in infos)
-    fused = np.empty((rows, *infos[0].shape[1:]), dtype=np.float32)
+    fused = weight_array((rows, *infos[0].shape[1:]))
     start = 0
     for info in infos:
         gguf.load_tensor_into(info.name, fused[start : start + info.shape[0]])
