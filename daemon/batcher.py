@@ -6,7 +6,11 @@ settings, a cancel Event) and reads the job's events in asyncio. Between decode
 steps the loop admits the oldest waiting job: its prompt is processed one chunk
 of PREFILL_CHUNK tokens per step, so a long prompt delays the running streams by
 one chunk's time per token, not by the whole prompt, and then the job joins the
-batch. Each step advances every active generation by one token with one batched
+batch. While the prompts admitted in a step are short (their new tokens, after
+what each slot's cache already holds, add up to one chunk at most), the next
+waiting jobs are admitted in the same step: requests that arrive together decode
+together from their first token, rather than joining the batch one step apart.
+Each step advances every active generation by one token with one batched
 forward pass (`Engine.decode_step`) and hands each job its own events. A job
 leaves the batch as soon as it ends: stopped, out of tokens, or cancelled (a
 cancelled job ends at the next step or chunk, with done reason "cancel").
@@ -156,10 +160,7 @@ class Batcher:
             if not running:
                 return
             try:
-                if newcomer is not None:
-                    self._admit(newcomer)
-                if self._prefilling is not None:
-                    self._prefill_chunk(self._prefilling)
+                self._prefill(newcomer)
                 if self._active:
                     self._step()
             except Exception as e:  # a bug here must not leave requests waiting forever
@@ -183,6 +184,29 @@ class Batcher:
                     self._prefilling.cancel.set()
             admit = self._pending and self._prefilling is None
             return True, self._pending.popleft() if admit else None
+
+    def _prefill(self, newcomer: _Job | None) -> None:
+        """This step's prompt work: the next chunk of the prompt in progress, or the
+        newcomer's first; then, while the prompts admitted this step have come to at most
+        PREFILL_CHUNK new tokens, the next waiting jobs whose prompts fit what is left."""
+        budget = PREFILL_CHUNK
+        while True:
+            if newcomer is not None:
+                budget -= newcomer.session.new_tokens(newcomer.prompt)
+                self._admit(newcomer)
+            if self._prefilling is not None:
+                self._prefill_chunk(self._prefilling)
+            if newcomer is None or self._prefilling is not None:
+                return  # only decoding, or a long prompt going on at the next step
+            newcomer = self._take_waiting(budget)
+
+    def _take_waiting(self, budget: int) -> _Job | None:
+        """The oldest waiting job if its prompt's new tokens fit `budget`."""
+        with self._wakeup:
+            if self._closed or not self._pending:
+                return None
+            job = self._pending[0]
+            return self._pending.popleft() if job.session.new_tokens(job.prompt) <= budget else None
 
     def _admit(self, job: _Job) -> None:
         """Start the newcomer's generation; its prompt is processed from the next chunk on."""

@@ -60,6 +60,11 @@ class Session:
     def n_ctx(self) -> int:
         return self.cache.n_ctx
 
+    def new_tokens(self, prompt: Sequence[int]) -> int:
+        """How many of `prompt`'s tokens a generation from it runs: those after the
+        prefix the cache already holds, and at least the last (it gives the logits)."""
+        return len(prompt) - min(_common_prefix(self.tokens, prompt), len(prompt) - 1)
+
 
 class Engine:
     """A model ready to generate: weights, tokenizer, chat template, metadata."""
@@ -224,8 +229,7 @@ class Engine:
         Returns the logits after the last prompt token and how many tokens
         were actually evaluated.
         """
-        reuse = _common_prefix(session.tokens, prompt)
-        reuse = min(reuse, len(prompt) - 1)  # the last token must run to give logits
+        reuse = len(prompt) - session.new_tokens(prompt)
         session.cache.truncate(reuse)
         session.tokens = prompt[:reuse]
         logits = np.empty(0, dtype=np.float32)
