@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from corral.runtime.pages import weight_array
 from corral.runtime.quants import QUANT_TYPES, QuantType, quant_type
-from corral.runtime.weight_memory import weight_array
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

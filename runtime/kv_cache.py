@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from corral.runtime.arch.ops import attend, softmax_inplace
+from corral.runtime.pages import mapped_array
 
 
 def kv_array(shape: tuple[int, ...]) -> np.ndarray:
@@ -21,12 +22,9 @@ def kv_array(shape: tuple[int, ...]) -> np.ndarray:
     written, and which forked children do not inherit (MADV_DONTFORK): a helper forked
     later (runtime/split.py) would otherwise keep the old copy of every page this
     process writes after the fork."""
-    nbytes = math.prod(shape) * 4
-    if not nbytes or not hasattr(mmap, "MADV_DONTFORK"):
+    if not math.prod(shape) or not hasattr(mmap, "MADV_DONTFORK"):
         return np.zeros(shape, dtype=np.float32)
-    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    memory.madvise(mmap.MADV_DONTFORK)
-    return np.frombuffer(memory, dtype=np.float32).reshape(shape)
+    return mapped_array(shape, mmap.MADV_DONTFORK)
 
 
 class ContextFull(ValueError):

@@ -1,17 +1,17 @@
 """Batched products on both cores: a helper process computes half of each weight's rows.
 
-Why a process: decoding a few rows at once is bound by reading the weights, and one
-core alone reads memory at about two thirds of the rate both reach (13 vs 20 GB/s
-here). OpenBLAS's own threads
-only help the one-row product (sgemv); for 2-8 rows its threaded sgemm packs the
-weight and runs no faster than one core. Its single-threaded small-matrix kernel is
-fast on blocks of a few hundred rows, so each core streams half the weight through
-it. Threads of this process cannot share that work: every hand-over waits on the GIL
-and on waking a sleeping thread (~100 us on these VMs, 120 hand-overs a token). A
-child forked once the weights are loaded reads the very same pages (copy-on-write,
-never written) and hands over through a spinning flag in shared memory in
-microseconds. (A memfd for the weights would let a fresh process map them, but
-4 KiB shared-memory pages made loading 2-3x slower than private huge pages.)
+Why a process: decoding a few rows at once is bound by reading the weights, and one core
+alone reads memory at about two thirds of the rate both reach (13 vs 20 GB/s here).
+OpenBLAS's own threads only help the one-row product (sgemv); for 2-8 rows its threaded
+sgemm packs the weight and runs no faster than one core. Its single-threaded
+small-matrix kernel is fast on blocks of a few hundred rows, so each core streams half
+the weight through it. Threads of this process cannot share that work: every hand-over
+waits on the GIL and on waking a sleeping thread (~100 us on these VMs, 120 hand-overs a
+token). A child forked once the weights are loaded reads the very same pages
+(copy-on-write, never written) and hands over through a spinning flag in shared memory
+in microseconds. (A memfd for the weights would let a fresh process map them; it loaded
+2-3x slower than private huge pages, measured before the weights moved to ordinary
+pages, runtime/pages.py, and not measured since.)
 
     split = SplitLinear(matrices)   # forks the helper; matrices: the model's (out, in) weights
     y = split.linear(x, w)          # x (R, in) @ w.T: (R, out)

@@ -28,7 +28,7 @@ from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotat
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import BatchKV, KVCache, KVPool, SequenceKV
-from corral.runtime.weight_memory import weight_array
+from corral.runtime.pages import weight_array
 
 ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
 # LayerWeights fields of per-head query/key RMSNorms and their tensors (qwen3, gemma3).

@@ -1,4 +1,4 @@
-"""Weights do not ask for transparent huge pages (runtime/weight_memory.py): on the VMs
+"""Weights do not ask for transparent huge pages (runtime/pages.py): on the VMs
 corral runs on, faulting them in made loading 2x slower for no faster decoding."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from corral.runtime.engine import Engine
-from corral.runtime.weight_memory import MAPPED_BYTES, weight_array
+from corral.runtime.pages import MAPPED_BYTES, weight_array
 from tiny import write_tiny_llama
 
 SMAPS = Path("/proc/self/smaps")
