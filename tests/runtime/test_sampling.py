@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from corral.runtime.sampling import Sampler, SamplerOptions
+from corral.runtime.sampling import Sampler, SamplerOptions, top_k_ids
 
 
 def logits_with(best: int, size: int = 100) -> np.ndarray:
@@ -55,3 +55,16 @@ def test_temperature_sharpens() -> None:
     logits = np.array([1.0, 0.5, 0.0], dtype=np.float32)
     cold = Sampler(SamplerOptions(temperature=0.05, top_k=0, top_p=1.0, seed=4))
     assert {cold.sample(logits) for _ in range(100)} == {0}
+
+
+def test_top_k_ids_are_the_k_largest() -> None:
+    rng = np.random.default_rng(3)
+    cases = [rng.standard_normal(v).astype(np.float32) * 4 for v in (262_144, 49_155, 300)]
+    spiky = np.full(70_000, -np.inf, dtype=np.float32)  # fewer finite logits than k
+    spiky[rng.choice(70_000, 5, replace=False)] = [1, 2, 3, 4, 5]
+    sorted_up = np.arange(100_000, dtype=np.float32)  # the top k in one column of (64, V/64)
+    for logits in [*cases, spiky, sorted_up]:
+        for k in (1, 40, 200):
+            expected = np.sort(np.partition(logits, -k)[-k:])
+            assert np.array_equal(np.sort(logits[top_k_ids(logits, k)]), expected)
+            assert len(set(top_k_ids(logits, k).tolist())) == k
