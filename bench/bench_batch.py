@@ -5,7 +5,7 @@
     python bench/bench_batch.py --no-split      # batched products on one core only
 
 Each stream is its own session with its own prompt; N streams advance together
-through Engine.decode_step (one batched forward pass per token). End-of-generation
+through Engine.step (one batched forward pass per token). End-of-generation
 tokens do not stop a stream, as in llama.cpp's llama-batched-bench: every stream
 generates `--tokens`, so N streams are N streams to the end (a stream that stopped
 early would leave the others decoding in a smaller batch). Runs go in rounds
@@ -59,11 +59,11 @@ def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
         options = SamplerOptions(temperature=0.8, seed=i, repeat_penalty=1.0)
         gens.append(engine.start_generation(session, ids, options, n_tokens))
     for g in gens:
-        g.start()
+        engine.prefill(g)
     started, produced = time.perf_counter(), 0
     while any(g.next_token is not None for g in gens):
         produced += sum(1 for g in gens if g.next_token is not None)
-        engine.decode_step(gens)
+        engine.step(gens)
     return produced / (time.perf_counter() - started)
 
 

@@ -2,25 +2,24 @@
 
 Each loaded model has one thread (started on first use) that owns the engine's
 generations. A request hands it a job (its slot's session, the prompt ids, the
-settings, a cancel Event) and reads the job's events in asyncio. Between decode
-steps the loop admits the oldest waiting job: its prompt is processed one chunk
-of PREFILL_CHUNK tokens per step, so a long prompt delays the running streams by
-one chunk's time per token, not by the whole prompt, and then the job joins the
-batch. While the prompts admitted in a step are short (their new tokens, after
-what each slot's cache already holds, add up to one chunk at most), the next
-waiting jobs are admitted in the same step: requests that arrive together decode
-together from their first token, rather than joining the batch one step apart.
-Each step advances every active generation by one token with one batched
-forward pass (`Engine.decode_step`) and hands each job its own events. A job
-leaves the batch as soon as it ends: stopped, out of tokens, or cancelled (a
-cancelled job ends at the next step or chunk, with done reason "cancel").
+settings, a cancel Event) and reads the job's events in asyncio. Each step is one
+forward pass (`Engine.step`) over every job: a decoding job's row is the token it
+sampled last, a newcomer's rows are its prompt's next PREFILL_CHUNK tokens (after
+what its slot's cache already holds). So a newcomer's prompt rides on the step that
+decodes the running streams, and a long prompt delays them by one chunk's time per
+token, not by the whole prompt. Between steps the loop admits the oldest waiting
+job, and then, while the prompts admitted in that step add up to one chunk at most,
+the next waiting ones: requests that arrive together decode together from their
+first token. No job is admitted while a long prompt still has chunks to run.
+A job leaves the batch as soon as it ends: stopped, out of tokens, or cancelled
+(a cancelled job ends at the next step, with done reason "cancel").
 
-A failed prefill fails only its own job; a failed batched step fails the jobs in
-that step (their sessions are reset, so a half-written KV cache is never reused).
-Leaving the event iteration early (the client went away) cancels the job and
-waits until the loop has dropped it, so the slot's session is free when the slot
-is handed on. The loop logs each change in the number of rows it decodes at once
-("<model>: decoding a batch of N").
+A failed step fails the jobs in that step (their sessions are reset, so a
+half-written KV cache is never reused); a request whose generation cannot start
+(a prompt too long for its context) fails alone. Leaving the event iteration early
+(the client went away) cancels the job and waits until the loop has dropped it,
+so the slot's session is free when the slot is handed on. The loop logs each
+change in the number of rows it decodes at once ("<model>: decoding a batch of N").
 """
 
 from __future__ import annotations
@@ -104,8 +103,8 @@ class Batcher:
         self.engine = engine
         self.label = label  # the model's name when it was loaded, for the log
         self._pending: deque[_Job] = deque()
-        self._active: list[_Job] = []  # only the loop's thread touches it
-        self._prefilling: _Job | None = None  # admitted, its prompt part processed
+        self._active: list[_Job] = []  # decoding; only the loop's thread touches these
+        self._prompting: list[_Job] = []  # admitted, their prompts not yet run through
         self._wakeup = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -160,44 +159,36 @@ class Batcher:
             if not running:
                 return
             try:
-                self._prefill(newcomer)
-                if self._active:
+                self._admit_arrivals(newcomer)
+                if self._active or self._prompting:
                     self._step()
             except Exception as e:  # a bug here must not leave requests waiting forever
                 log.exception("%s: the batch loop failed", self.label)
-                for job in [*self._active, *([self._prefilling] if self._prefilling else [])]:
+                for job in [*self._active, *self._prompting]:
                     job.fail(e)
-                self._active, self._prefilling = [], None
+                self._active, self._prompting = [], []
 
     def _next(self) -> tuple[bool, _Job | None]:
         """Once there is work: (True, the next job to admit or None); (False, None) when
-        closed with nothing left to finish. One job's prompt is processed at a time."""
+        closed with nothing left to finish. Nothing is admitted while a prompt goes on."""
         with self._wakeup:
-            while not self._pending and not self._active and self._prefilling is None:
+            while not self._pending and not self._active and not self._prompting:
                 if self._closed:
                     return False, None
                 self._wakeup.wait()
             if self._closed:
-                for job in [*self._pending, *self._active]:
+                for job in [*self._pending, *self._active, *self._prompting]:
                     job.cancel.set()
-                if self._prefilling is not None:
-                    self._prefilling.cancel.set()
-            admit = self._pending and self._prefilling is None
+            admit = self._pending and not self._prompting
             return True, self._pending.popleft() if admit else None
 
-    def _prefill(self, newcomer: _Job | None) -> None:
-        """This step's prompt work: the next chunk of the prompt in progress, or the
-        newcomer's first; then, while the prompts admitted this step have come to at most
-        PREFILL_CHUNK new tokens, the next waiting jobs whose prompts fit what is left."""
+    def _admit_arrivals(self, newcomer: _Job | None) -> None:
+        """Admit the newcomer and then, while the prompts admitted this step come to at
+        most PREFILL_CHUNK new tokens, the next waiting jobs whose prompts fit what is left."""
         budget = PREFILL_CHUNK
-        while True:
-            if newcomer is not None:
-                budget -= newcomer.session.new_tokens(newcomer.prompt)
-                self._admit(newcomer)
-            if self._prefilling is not None:
-                self._prefill_chunk(self._prefilling)
-            if newcomer is None or self._prefilling is not None:
-                return  # only decoding, or a long prompt going on at the next step
+        while newcomer is not None:
+            budget -= newcomer.session.new_tokens(newcomer.prompt)
+            self._admit(newcomer)
             newcomer = self._take_waiting(budget)
 
     def _take_waiting(self, budget: int) -> _Job | None:
@@ -209,7 +200,7 @@ class Batcher:
             return self._pending.popleft() if job.session.new_tokens(job.prompt) <= budget else None
 
     def _admit(self, job: _Job) -> None:
-        """Start the newcomer's generation; its prompt is processed from the next chunk on."""
+        """Start the newcomer's generation; its prompt runs from the next step on."""
         if job.cancel.is_set():  # its client left (or the daemon stops) before it started
             job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
             return
@@ -228,41 +219,35 @@ class Batcher:
         except Exception as e:
             job.fail(e)
             return
-        self._prefilling = job
-
-    def _prefill_chunk(self, job: _Job) -> None:
-        """The next chunk of the prompt; after the last, the job joins the batch unless its
-        first token already ended it. A job cancelled meanwhile stops at the next chunk."""
-        assert job.generation is not None
-        try:
-            if job.cancel.is_set():  # the cache keeps the chunks done, matching session.tokens
-                events = [Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))]
-            elif (events := job.generation.prefill_step()) is None:
-                return
-        except Exception as e:
-            self._prefilling = None
-            _forget(job.session)
-            job.fail(e)
-            return
-        self._prefilling = None
-        if job.deliver(events):
-            self._active.append(job)
+        self._prompting.append(job)
 
     def _step(self) -> None:
-        """Advance every active generation by one token, together."""
-        jobs = self._active
-        if len(jobs) != self._rows:
-            log.info("%s: decoding a batch of %d", self.label, len(jobs))
-            self._rows = len(jobs)
+        """One forward pass: every decoding job advances by a token, every job in its
+        prompt runs the prompt's next chunk (one cancelled meanwhile ends first: the
+        cache keeps the chunks done, matching session.tokens)."""
+        for job in [j for j in self._prompting if j.cancel.is_set()]:
+            self._prompting.remove(job)
+            job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
+        if self._active and len(self._active) != self._rows:
+            log.info("%s: decoding a batch of %d", self.label, len(self._active))
+            self._rows = len(self._active)
+        jobs = [*self._active, *self._prompting]
+        if not jobs:
+            return
         try:
-            results = self.engine.decode_step([j.generation for j in jobs])  # type: ignore[misc]
+            results = self.engine.step([j.generation for j in jobs])  # type: ignore[misc]
         except Exception as e:
             for job in jobs:
                 _forget(job.session)
                 job.fail(e)
-            self._active = []
+            self._active, self._prompting = [], []
             return
-        self._active = [j for j, events in zip(jobs, results, strict=True) if j.deliver(events)]
+        self._active, self._prompting = [], []
+        for job, events in zip(jobs, results, strict=True):
+            if events is None:
+                self._prompting.append(job)
+            elif job.deliver(events):
+                self._active.append(job)
 
 
 def _forget(session: Session) -> None:

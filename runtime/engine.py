@@ -28,7 +28,7 @@ from corral.runtime.arch import architecture
 from corral.runtime.arch.llama import Llama
 from corral.runtime.arch.ops import rms_norm
 from corral.runtime.chat_template import ChatTemplate
-from corral.runtime.generation import Done, Generation, Piece, PrefillChunks
+from corral.runtime.generation import Done, Event, Generation, Piece
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.kv_cache import ContextFull, KVCache
 from corral.runtime.model_info import ModelInfo
@@ -64,6 +64,14 @@ class Session:
         """How many of `prompt`'s tokens a generation from it runs: those after the
         prefix the cache already holds, and at least the last (it gives the logits)."""
         return len(prompt) - min(_common_prefix(self.tokens, prompt), len(prompt) - 1)
+
+    def begin(self, prompt: Sequence[int]) -> list[int]:
+        """Keep only the prefix of the cache that `prompt` shares (short of its last
+        token); return the prompt's tokens still to run."""
+        reuse = len(prompt) - self.new_tokens(prompt)
+        self.cache.truncate(reuse)
+        self.tokens = list(prompt[:reuse])
+        return list(prompt[reuse:])
 
 
 class Engine:
@@ -119,7 +127,7 @@ class Engine:
         return Session(self.model.new_cache(num_ctx or self.num_ctx))
 
     def new_sessions(self, n: int, num_ctx: int | None = None) -> list[Session]:
-        """`n` sessions whose caches share one pool, so that `decode_step` attends for any
+        """`n` sessions whose caches share one pool, so that `step` attends for any
         of them together in one go (sessions from `new_session` attend one by one)."""
         pool = self.model.new_pool(n, num_ctx or self.num_ctx)
         return [Session(cache) for cache in pool.new_caches()]
@@ -172,10 +180,10 @@ class Engine:
         tokens, a full context window or when `cancel` is set.
         """
         gen = self.start_generation(session, prompt, options, num_predict, stop, cancel)
-        yield from gen.start()
-        while gen.next_token is not None:
-            logits = self.model.forward(np.array([gen.next_token]), session.cache)
-            yield from gen.advance(logits)
+        yield from self.prefill(gen)
+        while tokens := gen.next_input():
+            logits = self.model.forward(np.array(tokens), session.cache)  # (V,)
+            yield from gen.ran(tokens, logits) or ()
 
     def start_generation(
         self,
@@ -187,8 +195,8 @@ class Engine:
         cancel: threading.Event | None = None,
         prefill_chunk: int = PREFILL_CHUNK,
     ) -> Generation:
-        """A Generation to drive with `gen.start()` (or `gen.prefill_step()` until it gives
-        events, `prefill_chunk` prompt tokens a step) and then `decode_step([...])`."""
+        """A Generation to drive with `step([...])` (or `prefill(gen)` for its whole
+        prompt first); its prompt runs `prefill_chunk` tokens a step."""
         if not prompt:
             raise ValueError("the prompt is empty: nothing to continue from")
         if len(prompt) >= session.n_ctx:
@@ -196,50 +204,33 @@ class Engine:
                 f"the prompt is {len(prompt)} tokens, more than the context window of "
                 f"{session.n_ctx}: shorten it or raise num_ctx"
             )
-        ids = list(prompt)
         return Generation(
-            session,
-            self.tokenizer,
-            ids,
-            lambda: self._prefill(session, ids, prefill_chunk),
-            options,
-            num_predict,
-            stop,
-            cancel,
+            session, self.tokenizer, prompt, prefill_chunk, options, num_predict, stop, cancel
         )
 
-    def decode_step(self, generations: Sequence[Generation]) -> list[list[Piece | Done]]:
-        """Advance every unfinished generation by one token with one batched forward pass.
+    def prefill(self, generation: Generation) -> list[Event]:
+        """Run the generation's whole prompt; the events of its first token."""
+        while (events := self.step([generation])[0]) is None:
+            pass
+        return events
 
-        Each generation must have its own session. Returns each one's events, in order
-        (an empty list for those that had already finished).
+    def step(self, generations: Sequence[Generation]) -> list[list[Event] | None]:
+        """One forward pass for all `generations` (each in its own session): each decoding
+        one advances by a token, each still in its prompt runs the prompt's next chunk.
+
+        Returns each one's events, in order: None for one whose prompt goes on, an
+        empty list for one that had already finished.
         """
-        active = [g for g in generations if g.next_token is not None]
-        if not active:
+        inputs = [(g, tokens) for g in generations if (tokens := g.next_input())]
+        if not inputs:
             return [[] for _ in generations]
-        tokens = np.array([g.next_token for g in active])  # (B,)
-        logits = self.model.forward_batch(tokens, [g.session.cache for g in active])  # (B, V)
-        events = {id(g): g.advance(row) for g, row in zip(active, logits, strict=True)}
+        hidden = self.model.hidden_batch(
+            [np.array(tokens) for _, tokens in inputs], [g.session.cache for g, _ in inputs]
+        )  # (B, d): each segment's last hidden state
+        wanted = [b for b, (g, tokens) in enumerate(inputs) if g.wants_logits(len(tokens))]
+        logits = dict(zip(wanted, self.model.logits(hidden[wanted]) if wanted else [], strict=True))
+        events = {id(g): g.ran(tokens, logits.get(b)) for b, (g, tokens) in enumerate(inputs)}
         return [events.get(id(g), []) for g in generations]
-
-    def _prefill(self, session: Session, prompt: list[int], chunk: int) -> PrefillChunks:
-        """Bring the session's cache to hold `prompt`, reusing its common prefix, `chunk`
-        tokens per iteration.
-
-        Returns the logits after the last prompt token and how many tokens
-        were actually evaluated.
-        """
-        reuse = len(prompt) - session.new_tokens(prompt)
-        session.cache.truncate(reuse)
-        session.tokens = prompt[:reuse]
-        logits = np.empty(0, dtype=np.float32)
-        for start in range(reuse, len(prompt), chunk):
-            if start > reuse:
-                yield
-            part = prompt[start : start + chunk]
-            logits = self.model.forward(np.array(part), session.cache)
-            session.tokens.extend(part)
-        return logits, len(prompt) - reuse
 
 
 def use_split(model: Llama, split: bool | None) -> bool:

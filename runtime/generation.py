@@ -1,26 +1,29 @@
 """The decoding state of one request, advanced one token at a time.
 
 A `Generation` decides the next token and when to stop; whoever drives it runs
-the model. `Engine.generate` drives one alone; `Engine.decode_step` advances
-several at once with one batched forward pass (each in its own session):
+the model (`Engine.step`, which runs several generations in one forward pass):
 
-    events = gen.start()                    # prefill, then the first token
-    # (or: while (events := gen.prefill_step()) is None: ...  one prompt chunk at a
-    #  time, so a batch loop can step other generations between the chunks)
-    while gen.next_token is not None:
-        logits = <gen.next_token run through the model in gen.session's cache>
-        events = gen.advance(logits)        # Piece(...)s, and Done(...) at the end
+    tokens = gen.next_input()     # the prompt's next chunk, or the token just sampled
+    <run tokens through the model in gen.session's cache, giving the last logits>
+    events = gen.ran(tokens, logits)  # None while the prompt goes on, else Piece(...)s,
+                                      # and Done(...) at the end
+    ... until gen.next_input() is empty
+
+The prompt is processed in chunks of `prefill_chunk` tokens, after the prefix the
+session's cache already holds (at least its last token runs, for the logits).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from corral.runtime.kv_cache import KVCache
 from corral.runtime.sampling import Sampler, SamplerOptions
 from corral.runtime.stream import TextStream
 from corral.runtime.tokenizer import Tokenizer
@@ -47,10 +50,15 @@ class Done:
 
 
 Event = Piece | Done
-# Brings a session's cache to hold the prompt, one chunk per iteration; returns
-# (last logits (V,), tokens evaluated).
-PrefillChunks = Generator[None, None, tuple[np.ndarray, int]]
-Prefill = Callable[[], PrefillChunks]
+
+
+class Conversation(Protocol):
+    """What a generation needs of its session (the engine's Session)."""
+
+    cache: KVCache
+    tokens: list[int]  # the tokens the cache holds
+
+    def begin(self, prompt: Sequence[int]) -> list[int]: ...
 
 
 class Generation:
@@ -58,10 +66,10 @@ class Generation:
 
     def __init__(
         self,
-        session: object,  # an engine Session: .cache (KVCache) and .tokens (list[int])
+        session: Conversation,
         tokenizer: Tokenizer,
         prompt: Sequence[int],
-        prefill: Prefill,
+        prefill_chunk: int,  # prompt tokens run per step
         options: SamplerOptions | None = None,
         num_predict: int = -1,
         stop: Sequence[str] = (),
@@ -69,44 +77,60 @@ class Generation:
     ) -> None:
         self.session = session
         self._tokenizer = tokenizer
-        self._prefill = prefill
+        self._prompt = list(prompt)
+        self._prefill_chunk = prefill_chunk
         self._sampler = Sampler(options or SamplerOptions())
         self._history = list(prompt)
         self._text = TextStream(tokenizer.token_bytes, stop)
         self._num_predict = num_predict
         self._cancel = cancel
         self._generated: list[int] = []
+        self._pending: list[int] | None = None  # prompt tokens still to run, once begun
         self._prompt_stats = (0, 0)  # (tokens evaluated, ns)
-        self._prefilling: PrefillChunks | None = None
         self._prefill_started = 0
         self._decode_started = 0
         self.next_token: int | None = None  # the token to run next; None once finished
 
-    def start(self) -> list[Event]:
-        """Process the prompt and sample the first token."""
-        while (events := self.prefill_step()) is None:
-            pass
-        return events
+    @property
+    def in_prompt(self) -> bool:
+        """Whether some of the prompt is still to run."""
+        return self._pending is None or bool(self._pending)
 
-    def prefill_step(self) -> list[Event] | None:
-        """Process the next chunk of the prompt: None while some of it is left, then
-        (after the last chunk) the events of sampling the first token, as `start` gives."""
-        if self._prefilling is None:
+    def next_input(self) -> list[int]:
+        """The tokens to run next: the prompt's next chunk (the first call brings the
+        session's cache back to the prefix it shares with the prompt), the token just
+        sampled, or none once finished."""
+        if self._pending is None:
             self._prefill_started = time.perf_counter_ns()
-            self._prefilling = self._prefill()
-        try:
-            next(self._prefilling)
-            return None
-        except StopIteration as finished:
-            logits, n_evaluated = finished.value
-        self._decode_started = time.perf_counter_ns()
-        self._prompt_stats = (n_evaluated, self._decode_started - self._prefill_started)
-        return self._step(logits)
+            self._pending = self.session.begin(self._prompt)
+            self._prompt_stats = (len(self._pending), 0)
+        if self._pending:
+            return self._pending[: self._prefill_chunk]
+        return [] if self.next_token is None else [self.next_token]
 
-    def advance(self, logits: np.ndarray) -> list[Event]:
-        """`next_token` has been run through the model, giving `logits` (V,)."""
-        assert self.next_token is not None, "advance() after the generation finished"
-        self.session.tokens.append(self.next_token)
+    def wants_logits(self, n_tokens: int) -> bool:
+        """Whether running `n_tokens` of `next_input()` needs their last logits: always,
+        except for a chunk that leaves some of the prompt still to run."""
+        return not self._pending or n_tokens >= len(self._pending)
+
+    def ran(self, tokens: Sequence[int], logits: np.ndarray | None) -> list[Event] | None:
+        """`tokens` (from `next_input()`) have been run through the model in the session's
+        cache, the last giving `logits` (V,) (None if `wants_logits` said no). Returns
+        None while the prompt goes on, else the events of the token sampled."""
+        if self._pending:
+            self.session.tokens.extend(tokens)
+            del self._pending[: len(tokens)]
+            if self._pending:
+                return None
+            self._decode_started = time.perf_counter_ns()
+            self._prompt_stats = (
+                self._prompt_stats[0],
+                self._decode_started - self._prefill_started,
+            )
+        else:
+            assert self.next_token is not None, "ran() after the generation finished"
+            self.session.tokens.append(self.next_token)
+        assert logits is not None
         return self._step(logits)
 
     def _step(self, logits: np.ndarray) -> list[Event]:
@@ -125,13 +149,17 @@ class Generation:
             events.append(Piece(piece))
         if self._text.stopped:
             return self._finish("stop", events)
+        if 0 <= self._num_predict <= len(self._generated):  # not run: llama.cpp's way too
+            return self._finish("length", events, unrun=(token,))
         cache = self.session.cache
         if cache.length >= cache.n_ctx:
             return self._finish("length", events)
         self.next_token = token
         return events
 
-    def _finish(self, reason: str, events: list[Event]) -> list[Event]:
+    def _finish(self, reason: str, events: list[Event], unrun: tuple[int, ...] = ()) -> list[Event]:
+        """End with Done; `unrun`: generated tokens the cache does not hold, which the
+        context still ends with (a next turn's prompt runs them)."""
         if tail := self._text.finish():
             events.append(Piece(tail))
         n_evaluated, prompt_ns = self._prompt_stats
@@ -143,7 +171,7 @@ class Generation:
                 eval_count=len(self._generated),
                 eval_duration_ns=time.perf_counter_ns() - self._decode_started,
                 generated=tuple(self._generated),
-                context=tuple(self.session.tokens),
+                context=(*self.session.tokens, *unrun),
             )
         )
         return events

@@ -140,6 +140,37 @@ class BatchKV:
         return out
 
 
+class SegmentKV:
+    """Attention for a step that runs several sequences' new tokens at once: segment b
+    is counts[b] consecutive tokens after caches[b]'s length (one for a decoding
+    sequence, a chunk of its prompt for a prefilling one), its rows following those of
+    segment b-1. The one-token segments attend together (`BatchKV`), longer ones each
+    on its own (`SequenceKV`)."""
+
+    def __init__(self, caches: Sequence[KVCache], counts: Sequence[int]) -> None:
+        starts = np.cumsum([0, *counts[:-1]])  # each segment's first row: (B,)
+        singles = [b for b, n in enumerate(counts) if n == 1]
+        self.single_rows = starts[singles]  # (S,)
+        self.singles = BatchKV([caches[b] for b in singles]) if singles else None
+        self.runs = [
+            (slice(int(starts[b]), int(starts[b]) + n), SequenceKV(caches[b]))
+            for b, n in enumerate(counts)
+            if n > 1
+        ]
+
+    def attend(
+        self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray, scale: float, window: int
+    ) -> np.ndarray:
+        """q (N, H, D), k and v (N, KV, D) for all segments' rows -> (N, H*D)."""
+        out = np.empty((q.shape[0], q.shape[1] * q.shape[2]), dtype=np.float32)  # (N, H*D)
+        if self.singles is not None:
+            rows = self.single_rows
+            out[rows] = self.singles.attend(layer, q[rows], k[rows], v[rows], scale, window)
+        for rows, sequence in self.runs:
+            out[rows] = sequence.attend(layer, q[rows], k[rows], v[rows], scale, window)
+        return out
+
+
 class PooledAttention:
     """One new token for each of B caches of one pool, attended in one go.
 
@@ -191,3 +222,8 @@ class PooledAttention:
         scores += self.mask(window)
         out = softmax_inplace(scores) @ values  # (P, KV, G, D)
         return out.reshape(n_rows, n_heads * d)[self.rows]  # (B, H*D)
+
+
+# What a forward pass attends through: one sequence's tokens, one token each of several
+# sequences, or segments of several sequences.
+Attention = SequenceKV | BatchKV | SegmentKV

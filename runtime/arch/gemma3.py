@@ -34,7 +34,7 @@ from corral.runtime.arch.llama import (
 )
 from corral.runtime.arch.ops import Rotation, gelu_tanh, rms_norm, rotation
 from corral.runtime.gguf import GGUFFile
-from corral.runtime.kv_cache import BatchKV, SequenceKV
+from corral.runtime.kv_cache import Attention
 
 SWA_PATTERN = 6  # llama.cpp: layer i slides when i % 6 < 5
 ROPE_BASE_LOCAL = 10000.0  # sliding-window layers (HF: rope_local_base_freq)
@@ -100,7 +100,7 @@ class Gemma3(Llama):
         return self.config.sliding_window if self.config.is_local(i) else 0
 
     def block(
-        self, i: int, layer: LayerWeights, x: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
+        self, i: int, layer: LayerWeights, x: np.ndarray, kv: Attention, rot: Rotation
     ) -> np.ndarray:
         eps = self.config.rms_eps
         h = rms_norm(x, layer.attn_norm, eps)

@@ -27,7 +27,7 @@ import numpy as np
 from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotation, silu
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
-from corral.runtime.kv_cache import BatchKV, KVCache, KVPool, SequenceKV
+from corral.runtime.kv_cache import Attention, BatchKV, KVCache, KVPool, SegmentKV, SequenceKV
 from corral.runtime.pages import weight_array
 
 ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
@@ -267,15 +267,27 @@ class Llama:
         """One decoding step of B independent sequences: token b (B,) runs after caches[b]'s
         current length. Every weight matrix is read once for the whole batch. Returns the
         logits (B, V) and advances each cache by one."""
-        positions = np.array([c.length for c in caches])  # (B,)
-        x = self.run_layers(tokens, BatchKV(caches), positions)  # (B, d)
-        for cache in caches:
-            cache.length += 1
-        return self.logits(x)
+        return self.logits(
+            self.hidden_batch([tokens[b : b + 1] for b in range(len(caches))], caches)
+        )
 
-    def run_layers(
-        self, tokens: np.ndarray, kv: SequenceKV | BatchKV, positions: np.ndarray
-    ) -> np.ndarray:
+    def hidden_batch(self, segments: Sequence[np.ndarray], caches: Sequence[KVCache]) -> np.ndarray:
+        """One pass for several sequences at once: segment b (n_b,) runs after caches[b]'s
+        current length (one token for a decoding sequence, a prompt chunk for another).
+        Every weight matrix is read once for all of them. Returns each segment's last
+        hidden state (B, d) and advances each cache by its segment's length."""
+        counts = [s.shape[0] for s in segments]
+        positions = np.concatenate(
+            [np.arange(c.length, c.length + n) for c, n in zip(caches, counts, strict=True)]
+        )  # (N,)
+        one_each = all(n == 1 for n in counts)
+        kv = BatchKV(caches) if one_each else SegmentKV(caches, counts)
+        x = self.run_layers(np.concatenate(segments), kv, positions)  # (N, d)
+        for cache, n in zip(caches, counts, strict=True):
+            cache.length += n
+        return x if one_each else x[np.cumsum(counts) - 1]  # (B, d)
+
+    def run_layers(self, tokens: np.ndarray, kv: Attention, positions: np.ndarray) -> np.ndarray:
         """Embed `tokens` (T,) at `positions` (T,) and run every block: (T, d)."""
         x = self.embed(tokens)  # (T, d)
         rotations = self.rotations(positions)
@@ -297,7 +309,7 @@ class Llama:
         return [rotation(self.weights.rope_inv_freq, positions)] * self.config.n_layers
 
     def block(
-        self, i: int, layer: LayerWeights, x: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
+        self, i: int, layer: LayerWeights, x: np.ndarray, kv: Attention, rot: Rotation
     ) -> np.ndarray:
         h = rms_norm(x, layer.attn_norm, self.config.rms_eps)
         x = x + self.linear(self.attention(i, layer, h, kv, rot), layer.wo)
@@ -325,7 +337,7 @@ class Llama:
         return qk, v
 
     def attention(
-        self, i: int, layer: LayerWeights, h: np.ndarray, kv: SequenceKV | BatchKV, rot: Rotation
+        self, i: int, layer: LayerWeights, h: np.ndarray, kv: Attention, rot: Rotation
     ) -> np.ndarray:
         qk, v = self.qkv(layer, h)
         qk = rope_neox(qk, rot, self.config.rope_dim)  # (T, H + KV, D)

@@ -15,6 +15,7 @@ import pytest
 from corral.daemon.batcher import PREFILL_CHUNK, Batcher
 from corral.daemon.settings import GenerationSettings
 from corral.runtime.engine import Done, Engine, Piece
+from corral.runtime.generation import Generation
 from corral.runtime.sampling import SamplerOptions
 from tiny import write_tiny_llama
 
@@ -93,3 +94,27 @@ def test_the_budget_counts_only_tokens_the_cache_does_not_hold(engine: Engine) -
     session.tokens = list(prompt)
     assert session.new_tokens(prompt) == 1  # the last token always runs, for its logits
     assert session.new_tokens([*prompt, 7, 8]) == 2
+
+
+def test_newcomers_prompts_run_in_the_step_that_decodes_the_others(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pass of its own for a prompt: each step's forward pass runs the decoding rows
+    and the admitted prompts' chunks together."""
+    steps: list[tuple[int, int]] = []  # per step: (rows decoding, generations in a prompt)
+    step = engine.step
+
+    def recording_step(generations: Sequence[Generation]) -> list:
+        prompting = sum(g.in_prompt for g in generations)
+        steps.append((len(generations) - prompting, prompting))
+        return step(generations)
+
+    monkeypatch.setattr(engine, "step", recording_step)
+    long_prompt = engine.tokenizer.encode("the cat sat on the mat " * 25)
+    prompts = [long_prompt, engine.tokenizer.encode("Hi"), engine.tokenizer.encode("Yo")]
+    asyncio.run(arriving_together(engine, prompts))
+    chunks = -(-len(long_prompt) // PREFILL_CHUNK)
+    assert steps[:chunks] == [(0, 1)] * chunks
+    assert steps[chunks] == (1, 2)  # the long one's first decoding row, the short prompts
+    assert steps[chunks + 1] == (3, 0)
+    assert len(steps) == chunks + TOKENS  # the prompts cost no step of their own

@@ -56,7 +56,8 @@ def test_reused_session_only_processes_new_tokens(engine: Engine) -> None:
     _, first = run(engine, session, ids, options=SamplerOptions.greedy(), num_predict=4)
     follow = list(first.context) + engine.tokenizer.encode(" and then")
     _, second = run(engine, session, follow, options=SamplerOptions.greedy(), num_predict=4)
-    assert second.prompt_eval_count == len(follow) - len(first.context)
+    # the new text, and the first turn's last token: out of tokens, it was not run
+    assert second.prompt_eval_count == len(follow) - len(first.context) + 1
     # the same continuation as a fresh session computing everything
     _, fresh = run(
         engine, engine.new_session(), follow, options=SamplerOptions.greedy(), num_predict=4

@@ -76,14 +76,14 @@ def greedy_along(engine: Engine, prompt: list[int], chains: list[list[int]]) -> 
     options = SamplerOptions.greedy()
     n = max(len(c) for c in chains)
     gen = engine.start_generation(engine.new_session(), prompt, options, num_predict=n)
-    events = gen.start()
+    events = engine.prefill(gen)
     ours: list[int] = []
     while gen.next_token is not None:
         ours.append(gen.next_token)
         i = len(ours) - 1
         if not any(i < len(c) and c[i] == ours[i] for c in chains):
             return ours
-        events = engine.decode_step([gen])[0]
+        events = engine.step([gen])[0]
     done = events[-1]
     assert isinstance(done, Done)
     return list(done.generated)
