@@ -7,11 +7,18 @@ answer (max_rows * max_out float32). The main process writes x and the job's fie
 then bumps JOB; the helper computes, writes its answer, then sets DONE to that JOB.
 On x86 stores are seen in order, and each side reads the other's counter before the
 data it guards.
+
+Both sides spin while they wait, and yield the core between rounds of checks
+(`os.sched_yield`, a no-op when nothing else waits for the core). The OS may put both
+processes on one core for a while (another program busy on the other): without the
+yield, each hand-over then waits for the spinner's time slice to run out, and a 4-row
+step of SmolLM2 took ~970 ms instead of ~67 (`bench/bench_split_colocated.py`).
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import time
 
 import numpy as np
@@ -76,6 +83,7 @@ class Control:
             for _ in range(32):
                 if slots[DONE] == seq:
                     return True
+            os.sched_yield()  # the helper may be waiting for this core
             if time.perf_counter() > deadline:
                 return False
         return True

@@ -1,7 +1,8 @@
 """The helper of runtime/split.py: a forked child that computes its half of each
 batched product, reading the weights the fork shares with the main process.
 
-It spins for the next job while jobs keep coming, and otherwise sleeps on a pipe
+It spins for the next job while jobs keep coming (yielding the core between rounds
+of checks: runtime/split_protocol.py says why), and otherwise sleeps on a pipe
 until the main process writes to it. It exits when told to stop, or when the pipe
 reads end-of-file because the main process is gone. It never returns into the code
 it was forked from.
@@ -67,6 +68,7 @@ def next_job(control: Control, seen: int, wake_r: int) -> int | None:
             for _ in range(64):
                 if slots[JOB] != seen or slots[STOP]:
                     return None if slots[STOP] else int(slots[JOB])
+            os.sched_yield()  # the main process may be waiting for this core
         slots[SLEEPING] = 1
         if slots[JOB] == seen and not slots[STOP] and not os.read(wake_r, 4096):
             return None  # the main process closed the pipe: it is gone
