@@ -202,7 +202,7 @@ class Batcher:
     def _admit(self, job: _Job) -> None:
         """Start the newcomer's generation; its prompt runs from the next step on."""
         if job.cancel.is_set():  # its client left (or the daemon stops) before it started
-            job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
+            _end_cancelled(job)
             return
         s = job.settings
         log.info("%s: generating from %d prompt tokens", job.name, len(job.prompt))
@@ -223,11 +223,10 @@ class Batcher:
 
     def _step(self) -> None:
         """One forward pass: every decoding job advances by a token, every job in its
-        prompt runs the prompt's next chunk (one cancelled meanwhile ends first: the
-        cache keeps the chunks done, matching session.tokens)."""
+        prompt runs the prompt's next chunk (one cancelled meanwhile ends first)."""
         for job in [j for j in self._prompting if j.cancel.is_set()]:
             self._prompting.remove(job)
-            job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
+            _end_cancelled(job)
         if self._active and len(self._active) != self._rows:
             log.info("%s: decoding a batch of %d", self.label, len(self._active))
             self._rows = len(self._active)
@@ -248,6 +247,12 @@ class Batcher:
                 self._prompting.append(job)
             elif job.deliver(events):
                 self._active.append(job)
+
+
+def _end_cancelled(job: _Job) -> None:
+    """End a job cancelled before its prompt was through; its cache keeps the chunks
+    done, matching session.tokens."""
+    job.deliver([Done("cancel", 0, 0, 0, 0, context=tuple(job.session.tokens))])
 
 
 def _forget(session: Session) -> None:

@@ -86,7 +86,8 @@ class Generation:
         self._cancel = cancel
         self._generated: list[int] = []
         self._pending: list[int] | None = None  # prompt tokens still to run, once begun
-        self._prompt_stats = (0, 0)  # (tokens evaluated, ns)
+        self._prompt_tokens = 0  # prompt tokens evaluated (after the cached prefix)
+        self._prompt_ns = 0
         self._prefill_started = 0
         self._decode_started = 0
         self.next_token: int | None = None  # the token to run next; None once finished
@@ -103,7 +104,7 @@ class Generation:
         if self._pending is None:
             self._prefill_started = time.perf_counter_ns()
             self._pending = self.session.begin(self._prompt)
-            self._prompt_stats = (len(self._pending), 0)
+            self._prompt_tokens = len(self._pending)
         if self._pending:
             return self._pending[: self._prefill_chunk]
         return [] if self.next_token is None else [self.next_token]
@@ -123,10 +124,7 @@ class Generation:
             if self._pending:
                 return None
             self._decode_started = time.perf_counter_ns()
-            self._prompt_stats = (
-                self._prompt_stats[0],
-                self._decode_started - self._prefill_started,
-            )
+            self._prompt_ns = self._decode_started - self._prefill_started
         else:
             assert self.next_token is not None, "ran() after the generation finished"
             self.session.tokens.append(self.next_token)
@@ -162,12 +160,11 @@ class Generation:
         context still ends with (a next turn's prompt runs them)."""
         if tail := self._text.finish():
             events.append(Piece(tail))
-        n_evaluated, prompt_ns = self._prompt_stats
         events.append(
             Done(
                 reason=reason,
-                prompt_eval_count=n_evaluated,
-                prompt_eval_duration_ns=prompt_ns,
+                prompt_eval_count=self._prompt_tokens,
+                prompt_eval_duration_ns=self._prompt_ns,
                 eval_count=len(self._generated),
                 eval_duration_ns=time.perf_counter_ns() - self._decode_started,
                 generated=tuple(self._generated),

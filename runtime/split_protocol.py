@@ -12,7 +12,7 @@ Both sides spin while they wait, and yield the core between rounds of checks
 (`os.sched_yield`, a no-op when nothing else waits for the core). The OS may put both
 processes on one core for a while (another program busy on the other): without the
 yield, each hand-over then waits for the spinner's time slice to run out, and a 4-row
-step of SmolLM2 took ~970 ms instead of ~67 (`bench/bench_split_colocated.py`).
+step of SmolLM2 took 968 ms instead of 73 (`bench/bench_split_colocated.py`).
 """
 
 from __future__ import annotations
