@@ -92,8 +92,9 @@ class Gemma3(Llama):
         return cap * np.tanh(logits / cap) if cap > 0 else logits
 
     def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
-        local = rotation(self.local_inv_freq, positions)
-        full = rotation(self.weights.rope_inv_freq, positions)
+        head_dim = self.config.head_dim
+        local = rotation(self.local_inv_freq, positions, head_dim)
+        full = rotation(self.weights.rope_inv_freq, positions, head_dim)
         return [local if self.config.is_local(i) else full for i in range(self.config.n_layers)]
 
     def window(self, i: int) -> int:

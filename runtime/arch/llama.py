@@ -10,9 +10,10 @@ hooks where they differ; the small differences are class-level tables
 Weights keep GGUF's (out, in) row layout and are applied as `x @ W.T`, which
 BLAS runs without a copy. Q, K and V are fused into one matrix, and so are the
 FFN gate and up projections: one matmul each per layer. Queries and keys are
-normed and rotated together, in one call each: files with llama's interleaved
-RoPE pairs have their query and key rows reordered at load into NeoX's halves,
-the layout every architecture then runs (q.k is the same in any dim order).
+normed and rotated together, in one call each: files with NeoX's RoPE layout
+(each head's dims i and i + n/2 rotate together) have their query and key rows
+reordered at load into llama's adjacent pairs, the layout every architecture then
+runs as complex numbers (q.k is the same in any dim order).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope_neox, rotation, silu
+from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope, rotation, silu
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import Attention, BatchKV, KVCache, KVPool, SegmentKV, SequenceKV
@@ -222,7 +223,8 @@ class Llama:
             w_down=gguf.load_tensor(p + "ffn_down.weight"),
             **extra,
         )
-        return neox_layout(layer, config, ROPE_LAYOUTS[cls.rope_style](config))
+        order = ROPE_LAYOUTS[cls.rope_style](config.head_dim, config.rope_dim)
+        return pair_layout(layer, config, order)
 
     @staticmethod
     def rope_inv_freq(gguf: GGUFFile, config: LlamaConfig) -> np.ndarray:
@@ -306,7 +308,8 @@ class Llama:
 
     def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
         """The RoPE (cos, sin) tables of `positions` (T,), one per layer."""
-        return [rotation(self.weights.rope_inv_freq, positions)] * self.config.n_layers
+        rot = rotation(self.weights.rope_inv_freq, positions, self.config.head_dim)
+        return [rot] * self.config.n_layers
 
     def block(
         self, i: int, layer: LayerWeights, x: np.ndarray, kv: Attention, rot: Rotation
@@ -340,7 +343,7 @@ class Llama:
         self, i: int, layer: LayerWeights, h: np.ndarray, kv: Attention, rot: Rotation
     ) -> np.ndarray:
         qk, v = self.qkv(layer, h)
-        qk = rope_neox(qk, rot, self.config.rope_dim)  # (T, H + KV, D)
+        qk = rope(qk, rot)  # (T, H + KV, D)
         q, k = qk[:, : self.config.n_heads], qk[:, self.config.n_heads :]
         return kv.attend(i, q, k, v, self.config.attn_scale, self.window(i))  # (T, H*D)
 
@@ -352,25 +355,27 @@ class Llama:
 # ----- RoPE layouts ----------------------------------------------------------
 
 
-def interleaved_to_halves(config: LlamaConfig) -> np.ndarray:
-    """The order of a head's dims that turns llama's RoPE pairs (2i, 2i+1) into NeoX's
-    (i, i + n/2) for the first n = rope_dim dims; the rest stay in place: (D,)."""
-    n = config.rope_dim
-    return np.concatenate([np.arange(0, n, 2), np.arange(1, n, 2), np.arange(n, config.head_dim)])
+def pairs(head_dim: int, rope_dim: int) -> np.ndarray:
+    return np.arange(head_dim)
 
 
-def halves(config: LlamaConfig) -> np.ndarray:
-    return np.arange(config.head_dim)
+def halves_to_pairs(head_dim: int, rope_dim: int) -> np.ndarray:
+    """The order of a head's dims that turns NeoX's RoPE pairs (i, i + n/2) into llama's
+    (2i, 2i+1) for the first n = rope_dim dims; the rest stay in place: (D,)."""
+    half = rope_dim // 2
+    paired = np.stack([np.arange(half), np.arange(half) + half], axis=1).reshape(-1)
+    return np.concatenate([paired, np.arange(rope_dim, head_dim)])
 
 
-# The file's RoPE pairing -> the reordering of each query/key head's dims into NeoX's.
-ROPE_LAYOUTS: dict[str, Callable[[LlamaConfig], np.ndarray]] = {
-    "normal": interleaved_to_halves,
-    "neox": halves,
+# The file's RoPE pairing (head_dim, rope_dim) -> the order of each query/key head's
+# dims that puts them in llama's pairs.
+ROPE_LAYOUTS: dict[str, Callable[[int, int], np.ndarray]] = {
+    "normal": pairs,
+    "neox": halves_to_pairs,
 }
 
 
-def neox_layout(layer: LayerWeights, config: LlamaConfig, order: np.ndarray) -> LayerWeights:
+def pair_layout(layer: LayerWeights, config: LlamaConfig, order: np.ndarray) -> LayerWeights:
     """The layer with each query and key head's dims in `order` (D,), and its q/k norms
     stacked into one (H + KV, D) weight."""
     heads = config.n_heads + config.n_kv_heads
