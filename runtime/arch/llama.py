@@ -307,7 +307,7 @@ class Llama:
             return self.linear(x, self.weights.output)  # (N, V)
 
     def rotations(self, positions: np.ndarray) -> Sequence[Rotation]:
-        """The RoPE (cos, sin) tables of `positions` (T,), one per layer."""
+        """The RoPE rotations (`ops.rotation`) of `positions` (T,), one per layer."""
         rot = rotation(self.weights.rope_inv_freq, positions, self.config.head_dim)
         return [rot] * self.config.n_layers
 
@@ -356,6 +356,7 @@ class Llama:
 
 
 def pairs(head_dim: int, rope_dim: int) -> np.ndarray:
+    """llama's pairs (2i, 2i+1) as stored: every dim stays in place: (D,)."""
     return np.arange(head_dim)
 
 
