@@ -23,6 +23,7 @@ from pathlib import Path
 from bench_common import interleaved_rates
 from corral.runtime.arch import ops
 from corral.runtime.engine import Engine
+from corral.runtime.generation import Generation
 from corral.runtime.sampling import SamplerOptions
 from corral.runtime.tokenizer import Tokenizer
 
@@ -52,7 +53,8 @@ class NoEndTokenizer:
         return getattr(self._tokenizer, name)
 
 
-def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
+def prefilled_streams(engine: Engine, streams: int, n_tokens: int) -> list[Generation]:
+    """`streams` generations of `n_tokens` each, their prompts run, ready to decode."""
     gens = []
     for i, session in enumerate(engine.new_sessions(streams)):  # caches in one pool
         ids = engine.tokenizer.encode(PROMPTS[i % len(PROMPTS)])
@@ -60,6 +62,11 @@ def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
         gens.append(engine.start_generation(session, ids, options, n_tokens))
     for g in gens:
         engine.prefill(g)
+    return gens
+
+
+def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
+    gens = prefilled_streams(engine, streams, n_tokens)
     started, produced = time.perf_counter(), 0
     while any(g.next_token is not None for g in gens):
         produced += sum(1 for g in gens if g.next_token is not None)

@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from bench_batch import PROMPTS, NoEndTokenizer
+from bench_batch import NoEndTokenizer, prefilled_streams
 
 from bench_common import source_model
 from corral.runtime.engine import Engine
-from corral.runtime.sampling import SamplerOptions
 
 
 class TimedLinear:
@@ -42,13 +41,7 @@ class TimedLinear:
 
 def decode(engine: Engine, timed: TimedLinear, streams: int, n_tokens: int) -> tuple[float, float]:
     """(seconds per step, seconds in products per step) over `n_tokens` batched steps."""
-    gens = []
-    for i, session in enumerate(engine.new_sessions(streams)):
-        ids = engine.tokenizer.encode(PROMPTS[i % len(PROMPTS)])
-        options = SamplerOptions(temperature=0.8, seed=i, repeat_penalty=1.0)
-        gens.append(engine.start_generation(session, ids, options, n_tokens))
-    for g in gens:
-        engine.prefill(g)
+    gens = prefilled_streams(engine, streams, n_tokens)
     timed.seconds, steps = 0.0, 0
     started = time.perf_counter()
     while any(g.next_token is not None for g in gens):
