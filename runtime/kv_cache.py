@@ -184,6 +184,8 @@ class PooledAttention:
         self.slots = np.array([c.slot for c in caches])  # (B,)
         self.lo, hi = int(self.slots.min()), int(self.slots.max()) + 1
         self.rows = self.slots - self.lo  # each cache's row in the span: (B,)
+        # the usual batch: every slot of the span, in order (no rows to scatter or gather)
+        self.whole_span = bool(np.array_equal(self.rows, np.arange(hi - self.lo)))
         positions = np.zeros(hi - self.lo, dtype=np.int64)  # (P,): 0 for slots not batched
         positions[self.rows] = [c.length for c in caches]
         self.positions = positions
@@ -215,13 +217,16 @@ class PooledAttention:
         values = pool.values[layer, span, :, : self.n_keys]
         n_rows, n_heads, d = len(self.positions), q.shape[1], q.shape[2]
         n_kv = keys.shape[1]
-        qs = np.zeros((n_rows, n_heads, d), dtype=np.float32)  # (P, H, D)
-        qs[self.rows] = q * np.float32(scale)
+        if self.whole_span:
+            qs = q * np.float32(scale)  # (P, H, D)
+        else:
+            qs = np.zeros((n_rows, n_heads, d), dtype=np.float32)  # (P, H, D)
+            qs[self.rows] = q * np.float32(scale)
         qs = qs.reshape(n_rows, n_kv, n_heads // n_kv, d)  # (P, KV, G, D)
         scores = qs @ keys.transpose(0, 1, 3, 2)  # (P, KV, G, S)
         scores += self.mask(window)
-        out = softmax_inplace(scores) @ values  # (P, KV, G, D)
-        return out.reshape(n_rows, n_heads * d)[self.rows]  # (B, H*D)
+        out = (softmax_inplace(scores) @ values).reshape(n_rows, n_heads * d)  # (P, H*D)
+        return out if self.whole_span else out[self.rows]  # (B, H*D)
 
 
 # What a forward pass attends through: one sequence's tokens, one token each of several

@@ -43,7 +43,19 @@ def pooled_caches(model: Llama, n: int) -> list[KVCache]:
     return [pool[i] for i in (4, 1, 2, 5, 0, 6)[:n]]
 
 
-@pytest.mark.parametrize("make_caches", [separate_caches, pooled_caches])
+def pooled_reversed(model: Llama, n: int) -> list[KVCache]:
+    """Every slot of one pool, last first: the whole span, out of order."""
+    return model.new_pool(n, 64).new_caches()[::-1]
+
+
+def pooled_in_order(model: Llama, n: int) -> list[KVCache]:
+    """Every slot of one pool in order: attention needs no rows scattered or gathered."""
+    return model.new_pool(n, 64).new_caches()
+
+
+@pytest.mark.parametrize(
+    "make_caches", [separate_caches, pooled_caches, pooled_reversed, pooled_in_order]
+)
 def test_forward_batch_equals_one_sequence_at_a_time(
     engine: Engine, make_caches: Callable[[Llama, int], list[KVCache]]
 ) -> None:
