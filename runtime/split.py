@@ -32,6 +32,13 @@ side finished first (the helper stamping its finish time): the waits are a few s
 hand-overs, not a steady lag (median lag ~2 us, p90 ~100 us; step time unchanged over
 14 alternating rounds). Storing a tied output matrix transposed, (in, out), for the
 NN kernel read it 20-40% slower at 4 rows.
+
+One row stays with OpenBLAS's threaded sgemv (24-26 GB/s, the machine's rate), though
+it runs some small weights on one thread (576 x 576, SmolLM2's attention output).
+Splitting those with the helper, duplicating x into 2 rows for the small kernel, made a
+SmolLM2 token 1.1-1.8x slower: OpenBLAS's thread, still spinning from the product before,
+takes the helper's core. Splitting every one-row product with OpenBLAS on one thread
+(OPENBLAS_NUM_THREADS=1) avoids that but only ties: 24.5 ms a token either way.
 """
 
 from __future__ import annotations
