@@ -16,11 +16,9 @@ the median of each round's ratio to one stream.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-from bench_common import interleaved_rates
+from bench_common import interleaved_rates, source_model
 from corral.runtime.arch import ops
 from corral.runtime.engine import Engine
 from corral.runtime.generation import Generation
@@ -76,7 +74,7 @@ def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?")
+    parser.add_argument("model", nargs="?", default="smollm2")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
@@ -87,11 +85,7 @@ def main() -> None:
         help="half of each batched product in a helper process (default: by model size)",
     )
     args = parser.parse_args()
-    if args.model is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        import assets
-
-        args.model = str(assets.smollm2_gguf())
+    args.model = str(source_model(args.model))
     engine = Engine.load(args.model, num_ctx=512, split=args.split)
     engine.tokenizer = NoEndTokenizer(engine.tokenizer)
     aggregate_rate(engine, 1, 8)  # warm up BLAS threads and page in the weights

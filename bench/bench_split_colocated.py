@@ -17,10 +17,10 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from bench_common import source_model
 from corral.runtime.engine import Engine
 from corral.runtime.split import SplitLinear
 
@@ -48,15 +48,13 @@ def pin(pids: list[int], cpus: set[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", help="a GGUF file (default: SmolLM2-135M)")
+    parser.add_argument(
+        "model", nargs="?", default="smollm2", help="a GGUF file, or smollm2, qwen2.5-coder, gemma3"
+    )
     parser.add_argument("--rows", type=int, default=4)
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
-    if args.model is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        import assets
-
-        args.model = str(assets.smollm2_gguf())
+    args.model = str(source_model(args.model))
     engine = Engine.load(args.model, num_ctx=64, split=True)
     split = getattr(engine.model.linear, "__self__", None)
     if not isinstance(split, SplitLinear):
