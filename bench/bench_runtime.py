@@ -5,7 +5,8 @@
 
 For each engine, every run is a fresh process (so peak RSS and load time are
 honest) that loads the model, processes a 128-token prompt (the start of the
-GPL-3 text) and generates 64 tokens greedily. Printed: load time, prompt
+GPL-3 text) and generates 64 tokens greedily. Runs alternate between the engines,
+so both see the same load on a shared machine. Printed: load time, prompt
 tokens/s, generation tokens/s, peak RSS; the medians, and corral/llama.cpp
 ratios measured in the same run. llama.cpp runs in-process through the
 xllamacpp wheel with 2 threads; it is skipped if xllamacpp is not installed.
@@ -139,9 +140,12 @@ def main() -> None:
     medians: dict[str, dict[str, float]] = {}
     print(f"model: {model}")
     print(f"prompt {args.prompt_tokens} tokens, generate {args.gen_tokens}, {args.runs} runs")
-    for engine in engines:
-        runs = [run_worker(engine, model, args) for _ in range(args.runs)]
-        medians[engine] = {c: statistics.median(r[c] for r in runs) for c in COLUMNS}
+    runs: dict[str, list[dict[str, float]]] = {engine: [] for engine in engines}
+    for _ in range(args.runs):  # alternating, so both engines see the same load on the machine
+        for engine in engines:
+            runs[engine].append(run_worker(engine, model, args))
+    for engine, results in runs.items():
+        medians[engine] = {c: statistics.median(r[c] for r in results) for c in COLUMNS}
     header = f"{'engine':<10} {'load s':>8} {'prompt tok/s':>13} {'gen tok/s':>10} {'RSS MB':>8}"
     print(header)
     for engine, m in medians.items():
