@@ -30,6 +30,7 @@ from corral.client.format import (
     until,
 )
 from corral.client.http import Client, DaemonNotRunning, ResponseError
+from corral.client.local_paths import absolute_if_path
 from corral.client.progress import PullDisplay
 from corral.client.repl import Repl
 from corral.client.show import render_show
@@ -38,7 +39,6 @@ JSON_OPTION = click.option(
     "--json", "as_json", is_flag=True, help="Print the API's JSON answer, for scripts."
 )
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl+C
-PATH_PREFIXES = ("/", "./", "../", "~")
 FAILURES: tuple[type[BaseException], ...] = (
     ResponseError,
     DaemonNotRunning,
@@ -251,12 +251,6 @@ def provision(file: Path, dry_run: bool) -> None:
 
 def echo_json(body: Wire) -> None:
     click.echo(json.dumps(body.to_dict(), indent=2, ensure_ascii=False))
-
-
-def absolute_if_path(name: str) -> str:
-    """A local file argument made absolute: the daemon has its own working directory."""
-    looks_local = name.startswith(PATH_PREFIXES) or name.lower().endswith(".gguf")
-    return os.path.abspath(os.path.expanduser(name)) if looks_local else name
 
 
 def pull_with_progress(client: Client, model: str) -> None:

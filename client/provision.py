@@ -19,7 +19,6 @@ makes the exit status 1, after every other step has been tried.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
@@ -30,11 +29,11 @@ import click
 import yaml
 
 from corral.client.http import Client, ResponseError
+from corral.client.local_paths import absolute_if_path
 from corral.client.progress import PullDisplay
 
 DEFAULT_TAG = "latest"
 DEFAULT_PREFIXES = ("registry.corral.local/library/", "library/")  # the registry's defaults
-PATH_PREFIXES = ("/", "./", "../", "~")
 ACTION_WIDTH = 9  # "to remove"
 TOP_KEYS = frozenset({"models", "aliases", "prune"})
 MODEL_KEYS = frozenset({"name", "from"})
@@ -135,14 +134,7 @@ def _wanted(entry: Any, where: str, path: Path, fail: Callable[..., ProvisionErr
         raise fail(where, "'name' must be a model name")
     if not isinstance(source, str) or not source.strip():
         raise fail(where, "'from' must be a model name, a source or a file")
-    return Wanted(canonical(name), _resolve_path(source, path.parent))
-
-
-def _resolve_path(source: str, base: Path) -> str:
-    """A file source, relative to the provision file's folder, made absolute."""
-    if source.startswith(PATH_PREFIXES) or source.lower().endswith(".gguf"):
-        return str((base / os.path.expanduser(source)).resolve())
-    return source
+    return Wanted(canonical(name), absolute_if_path(source, path.parent))
 
 
 # ----- applying it -------------------------------------------------------------------
