@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +22,12 @@ log = logging.getLogger(__name__)
 
 SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerOptions))
 
-# option -> (smallest allowed value, what it means)
-LOWER_BOUNDS: dict[str, tuple[float, str]] = {
-    "num_ctx": (1, "the context window in tokens"),
-    "top_p": (0.0, "a probability mass between 0 and 1"),
-    "min_p": (0.0, "a probability between 0 and 1"),
-    "repeat_penalty": (0.0, "a factor, 1.0 for none"),
+# option -> (bound, whether the bound itself is allowed, what the option means)
+LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
+    "num_ctx": (1, True, "the context window in tokens"),
+    "top_p": (0.0, True, "a probability mass between 0 and 1"),
+    "min_p": (0.0, True, "a probability between 0 and 1"),
+    "repeat_penalty": (0.0, False, "a factor, 1.0 for none"),
 }
 
 
@@ -62,6 +63,8 @@ def settings_for(
     _check_bounds(merged)
     stop = tuple(dict.fromkeys((*(request.stop or ()), *(defaults.stop or ()))))
     sampler_values = {name: getattr(merged, name) for name in SAMPLER_FIELDS}
+    if sampler_values["seed"] is not None and sampler_values["seed"] < 0:
+        sampler_values["seed"] = None  # Ollama's -1 (its default): a random seed
     return GenerationSettings(
         sampler=SamplerOptions(**{k: v for k, v in sampler_values.items() if v is not None}),
         num_predict=-1 if merged.num_predict is None else merged.num_predict,
@@ -71,7 +74,12 @@ def settings_for(
 
 
 def _check_bounds(options: Options) -> None:
-    for name, (low, meaning) in LOWER_BOUNDS.items():
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(f"option '{field.name}' must be a finite number, got {value}")
+    for name, (low, inclusive, meaning) in LOWER_BOUNDS.items():
         value = getattr(options, name)
-        if value is not None and value < low:
-            raise RequestError(f"option '{name}' must be at least {low} ({meaning}), got {value}")
+        if value is not None and (value < low if inclusive else value <= low):
+            least = "at least" if inclusive else "more than"
+            raise RequestError(f"option '{name}' must be {least} {low} ({meaning}), got {value}")

@@ -154,7 +154,12 @@ class Wire:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise WireError(f"invalid JSON in request body: {e}") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise WireError("invalid JSON in request body: nested too deeply") from None
+        try:
+            return cls.from_dict(data)
+        except RecursionError:
+            raise WireError("the request body is nested too deeply") from None
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "") -> Self:

@@ -66,7 +66,7 @@ def test_pull_of_an_invalid_name_is_400_before_streaming(daemon: Daemon, name: s
 
 
 @pytest.mark.parametrize("path", POST_ENDPOINTS)
-@pytest.mark.parametrize("body", ("{bad json", "[1, 2]", "", '"text"'))
+@pytest.mark.parametrize("body", ("{bad json", "[1, 2]", "", '"text"', "[" * 100_000))
 def test_malformed_json_is_400(daemon: Daemon, path: str, body: str) -> None:
     status, answer, _ = daemon.raw("POST", path, body)
     assert status == 400
@@ -108,6 +108,9 @@ def test_wrong_field_types_are_400_naming_the_field(
         ({"format": "json"}, "format"),
         ({"template": "{{ .Prompt }}"}, "template"),
         ({"options": {"num_ctx": 0}}, "num_ctx"),
+        ({"options": {"repeat_penalty": 0}}, "repeat_penalty"),
+        ({"options": {"temperature": float("nan")}}, "temperature"),
+        ({"options": {"top_p": float("inf")}}, "top_p"),
     ],
 )
 def test_unsupported_or_out_of_range_requests_are_refused(
@@ -118,6 +121,17 @@ def test_unsupported_or_out_of_range_requests_are_refused(
     )
     assert status == 400
     assert words in error_of(body)
+
+
+def test_seed_minus_one_means_random_as_in_ollama(daemon: Daemon, tiny: str) -> None:
+    options = {"seed": -1, "num_predict": 2}
+    status, body, _ = daemon.raw(
+        "POST",
+        "/api/generate",
+        json.dumps({"model": tiny, "prompt": "hi", "stream": False, "options": options}),
+    )
+    assert status == 200, body
+    assert json.loads(body)["done"] is True
 
 
 def test_an_unknown_role_is_refused(daemon: Daemon, tiny: str) -> None:
