@@ -22,6 +22,7 @@ from aiohttp import web
 
 from corral.client.api import CreateRequest, ProgressResponse
 from corral.daemon.errors import RequestError
+from corral.daemon.security import refuse_local_files
 from corral.daemon.state import STATE, DaemonState
 from corral.daemon.wire_io import (
     answer_progress,
@@ -43,7 +44,9 @@ async def create_handler(request: web.Request) -> web.StreamResponse:
     if not req.model.strip():
         raise RequestError("missing 'model': the name of the model to create")
     ModelName.parse(req.model)
+    refuse_local_files(request, "the Modelfile path", req.path)
     modelfile = modelfile_of(req)
+    refuse_local_files(request, "the base", modelfile.from_)
     events = _create_events(request.app[STATE], req.model, modelfile)
     return await answer_progress(request, events, req.stream)
 

@@ -27,6 +27,7 @@ from corral.client.api import (
     format_time,
 )
 from corral.daemon.errors import RequestError
+from corral.daemon.security import refuse_local_files
 from corral.daemon.state import STATE, DaemonState
 from corral.daemon.wire_io import (
     SUCCESS,
@@ -99,6 +100,7 @@ async def delete_handler(request: web.Request) -> web.Response:
 @routes.post("/api/pull")
 async def pull_handler(request: web.Request) -> web.StreamResponse:
     req = await read_request(request, PullRequest)
+    refuse_local_files(request, "the source", req.model)
     events = _pull_events(request.app[STATE], req.model)
     return await answer_progress(request, events, req.stream)
 

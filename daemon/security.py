@@ -11,6 +11,11 @@
   neither local (localhost, 127.0.0.1, [::1], 0.0.0.0, app/file/tauri/vscode
   schemes) nor in CORRAL_ORIGINS is refused with 403. Allowed origins get CORS
   headers, and their preflight OPTIONS requests are answered here.
+- Files on this machine: only requests over the Unix socket (this user's own
+  programs) may pull or create from a local path or read a Modelfile by path. Over
+  TCP that is 403: anyone who reaches the port, other local users included, could
+  otherwise make the daemon read this user's files. TCP clients upload a GGUF with
+  POST /api/blobs and create from its digest, as Ollama's do.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from corral.daemon.config import ENV_ORIGINS, ENV_TOKEN, DaemonConfig, is_loopback
-from corral.daemon.errors import Handler, json_error
+from corral.daemon.errors import Handler, RequestError, json_error
+from corral.registry.sources import is_local_source
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "0.0.0.0")
 LOCAL_ORIGINS = (
@@ -83,6 +89,22 @@ def over_tcp(request: web.Request) -> bool:
     """False for the Unix socket; anything we cannot tell is treated as TCP."""
     transport = request.transport
     return transport is None or not isinstance(transport.get_extra_info("sockname"), str)
+
+
+LOCAL_FILES_REFUSED = (
+    "{what} '{spec}' is a file on the daemon's machine, which only its Unix socket may "
+    "name (the corral CLI there); over TCP, upload the GGUF with POST /api/blobs/<digest> "
+    "and create the model from it ('files')"
+)
+
+
+def refuse_local_files(request: web.Request, what: str, *specs: str | None) -> None:
+    """403 for a TCP request naming a local file or folder in any of `specs`."""
+    if not over_tcp(request):
+        return
+    for spec in specs:
+        if spec and is_local_source(spec):
+            raise RequestError(LOCAL_FILES_REFUSED.format(what=what, spec=spec[:200]), 403)
 
 
 def token_matches(request: web.Request, token: str) -> bool:

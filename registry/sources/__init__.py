@@ -23,7 +23,15 @@ from corral.registry.sources.pypi import PypiSource
 from corral.registry.sources.pypi_parts import PartsSource
 from corral.registry.sources.url import UrlSource
 
-__all__ = ["SCHEMES", "FetchContext", "Fetched", "Source", "is_direct_source", "parse_source"]
+__all__ = [
+    "SCHEMES",
+    "FetchContext",
+    "Fetched",
+    "Source",
+    "is_direct_source",
+    "is_local_source",
+    "parse_source",
+]
 
 SCHEMES: dict[str, Callable[[str], Source]] = {
     "pypi": PypiSource.parse,
@@ -50,6 +58,12 @@ def _scheme(text: str) -> str | None:
 def is_direct_source(text: str) -> bool:
     """True when `text` names a source (URL-like or a local path), not a model name."""
     return _scheme(text) is not None or looks_like_path(text)
+
+
+def is_local_source(text: str) -> bool:
+    """True when `text` names a file or folder on this machine (a path or file: URL)."""
+    scheme = _scheme(text)
+    return scheme == "file" or (scheme is None and looks_like_path(text))
 
 
 def parse_source(text: str) -> Source:

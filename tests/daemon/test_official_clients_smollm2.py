@@ -4,6 +4,7 @@ embedding is the one llama.cpp (what Ollama runs) computes for a decoder model."
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def test_smollm2_through_both_clients(base_url: str, smollm2_path: Path) -> None:
+def test_smollm2_through_both_clients(
+    base_url: str, smollm2_path: Path, file_server: tuple[Path, str]
+) -> None:
+    folder, url = file_server
+    os.link(smollm2_path, folder / smollm2_path.name)  # served over HTTP: a TCP client's pull
     with ollama.Client(host=base_url) as native:
-        statuses = [p.status for p in native.pull(str(smollm2_path), stream=True)]
+        statuses = [p.status for p in native.pull(f"{url}/{smollm2_path.name}", stream=True)]
         assert statuses[-1] == "success"
         installed = next(s for s in statuses if s.startswith("installed as "))
         name = installed.removeprefix("installed as ")

@@ -41,15 +41,33 @@ def test_list_and_show(client: ollama.Client, tcp_tiny: str, tiny_gguf: Path) ->
     assert shown.capabilities == ["completion"]
 
 
-def test_pull_a_local_file_streams_progress(
+def test_pull_a_url_streams_progress(
+    client: ollama.Client, file_server: tuple[Path, str], tcp_daemon: Daemon
+) -> None:
+    folder, url = file_server
+    write_tiny_llama(folder / "other.gguf", seed=7)
+    statuses = [p.status for p in client.pull(f"{url}/other.gguf", stream=True)]
+    assert statuses[-1] == "success"
+    assert "installed as 127.0.0.1/library/other:latest" in statuses  # named after its host
+    assert "127.0.0.1/library/other:latest" in {m.model for m in client.list().models}
+    assert client.pull(f"{url}/other.gguf").status == "success"  # not streamed: the last
+
+
+def test_tcp_clients_may_not_name_the_daemons_files(
     client: ollama.Client, tmp_path: Path, tcp_daemon: Daemon
 ) -> None:
-    path = write_tiny_llama(tmp_path / "other.gguf", seed=7)
-    statuses = [p.status for p in client.pull(str(path), stream=True)]
-    assert statuses[-1] == "success"
-    assert "installed as other:latest" in statuses
-    assert "other:latest" in {m.model for m in client.list().models}
-    assert client.pull(str(path)).status == "success"  # not streamed: the last status
+    path = write_tiny_llama(tmp_path / "mine.gguf", seed=8)
+    for pull in (lambda: client.pull(str(path)), lambda: client.pull(path.as_uri())):
+        with pytest.raises(ollama.ResponseError) as refused:
+            pull()
+        assert refused.value.status_code == 403
+        assert "Unix socket" in refused.value.error and "/api/blobs" in refused.value.error
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.create("mine", from_=str(path))
+    assert refused.value.status_code == 403
+    assert "mine:latest" not in {m.model for m in client.list().models}
+    # the same file through the Unix socket: this user's own programs may
+    assert tcp_daemon.client.pull(str(path), stream=False).status == "success"
 
 
 def test_generate_streamed_and_whole_agree(client: ollama.Client, tcp_tiny: str) -> None:
