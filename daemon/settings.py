@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,9 +53,14 @@ def model_defaults(parameters: Mapping[str, Any]) -> Options:
 
 
 def settings_for(
-    request: Options | None, parameters: Mapping[str, Any], default_num_ctx: int
+    request: Options | None,
+    parameters: Mapping[str, Any],
+    default_num_ctx: int,
+    context_length: int = 0,
 ) -> GenerationSettings:
-    """Merge and check; an out-of-range option raises RequestError (400)."""
+    """Merge and check; an out-of-range option raises RequestError (400). num_ctx is
+    capped at the model's trained `context_length` (0: unknown), as the runtime caps
+    it, so requests asking for more share one loaded copy."""
     request = request or Options()
     if request.ignored:
         log.warning("ignoring unsupported option(s): %s", ", ".join(request.ignored))
@@ -68,7 +74,7 @@ def settings_for(
     return GenerationSettings(
         sampler=SamplerOptions(**{k: v for k, v in sampler_values.items() if v is not None}),
         num_predict=-1 if merged.num_predict is None else merged.num_predict,
-        num_ctx=merged.num_ctx or default_num_ctx,
+        num_ctx=min(merged.num_ctx or default_num_ctx, context_length or sys.maxsize),
         stop=tuple(s for s in stop if s),
     )
 

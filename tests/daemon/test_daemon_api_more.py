@@ -106,6 +106,16 @@ def test_ps_lists_loaded_models_only(daemon: Daemon, tiny: str) -> None:
     assert entry.details.format == "gguf" and entry.expires_at
 
 
+def test_a_num_ctx_beyond_the_models_shares_one_loaded_copy(daemon: Daemon, tiny: str) -> None:
+    daemon.client.generate(tiny, "", keep_alive=0, stream=False)
+    for num_ctx in (256, 1000, 20000):  # the tiny model was trained for 256
+        daemon.client.generate(
+            tiny, "", keep_alive="1h", options={"num_ctx": num_ctx}, stream=False
+        )
+    (entry,) = [m for m in daemon.client.ps().models if m.name == tiny]
+    assert entry.context_length == 256
+
+
 def test_copy_and_its_errors(daemon: Daemon, tiny: str) -> None:
     daemon.client.copy(tiny, "copied:v2")
     assert {"copied:v2", tiny} <= {m.name for m in daemon.client.list().models}
