@@ -94,6 +94,37 @@ def render(engine: Engine, manifest: Manifest, conversation: Conversation) -> st
     return template.render(conversation, add_generation_prompt=True)
 
 
+def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) -> list[int]:
+    """Token ids of the rendered chat. When they do not fit the context window, the oldest
+    messages are dropped, as Ollama does: system messages and the last message stay, and
+    what is kept starts at a user message (templates such as Gemma's insist on it)."""
+    ids = encode(engine, render(engine, manifest, conversation))
+    if len(ids) < engine.num_ctx:
+        return ids
+    starts = [i for i, m in enumerate(conversation) if i > 0 and m["role"] == "user"]
+    if not starts or starts[-1] != len(conversation) - 1:
+        starts.append(len(conversation) - 1)  # at worst the last message alone
+
+    def kept_from(start: int) -> Conversation:
+        return [m for i, m in enumerate(conversation) if i >= start or m["role"] == "system"]
+
+    lo, hi = 0, len(starts) - 1  # find the earliest start that fits; the last is the fallback
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(encode(engine, render(engine, manifest, kept_from(starts[mid])))) < engine.num_ctx:
+            hi = mid
+        else:
+            lo = mid + 1
+    kept = kept_from(starts[lo])
+    log.info(
+        "chat of %d tokens over num_ctx %d: dropped its %d oldest messages",
+        len(ids),
+        engine.num_ctx,
+        len(conversation) - len(kept),
+    )
+    return encode(engine, render(engine, manifest, kept))
+
+
 def encode(engine: Engine, text: str) -> list[int]:
     """Token ids of a prompt, special tokens parsed; no second BOS if the text has one."""
     tokenizer = engine.tokenizer

@@ -144,7 +144,7 @@ async def chat_events(
     conversation = prompts.chat_conversation(req.messages, model.manifest)
 
     def prompt_ids(engine: Engine) -> list[int]:
-        return prompts.encode(engine, prompts.render(engine, model.manifest, conversation))
+        return prompts.chat_prompt(engine, model.manifest, conversation)
 
     pieces = generate(state, model, settings, keep_alive, prompt_ids, started)
     return _answer(pieces, piece, final)

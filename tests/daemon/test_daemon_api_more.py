@@ -116,6 +116,28 @@ def test_a_num_ctx_beyond_the_models_shares_one_loaded_copy(daemon: Daemon, tiny
     assert entry.context_length == 256
 
 
+def test_a_chat_longer_than_the_context_drops_its_oldest_messages(
+    daemon: Daemon, tiny: str
+) -> None:
+    turn = "tell me more about the weather in the mountains " * 3
+    history = [{"role": "system", "content": "be brief"}]
+    for i in range(12):  # far more than the tiny model's 256 tokens
+        history += [
+            {"role": "user", "content": f"{i} {turn}"},
+            {"role": "assistant", "content": turn},
+        ]
+    history.append({"role": "user", "content": "and now?"})
+    options = {"num_predict": 2, "temperature": 0}
+    whole = daemon.client.chat(tiny, history, options=options, stream=False)
+    assert whole.done and 0 < whole.prompt_eval_count < 256
+    status, body, _ = daemon.raw(
+        "POST",
+        "/api/chat",
+        json.dumps({"model": tiny, "messages": [{"role": "user", "content": turn * 20}]}),
+    )
+    assert status == 400 and "context window" in json.loads(body)["error"]  # alone too long
+
+
 def test_copy_and_its_errors(daemon: Daemon, tiny: str) -> None:
     daemon.client.copy(tiny, "copied:v2")
     assert {"copied:v2", tiny} <= {m.name for m in daemon.client.list().models}
