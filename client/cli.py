@@ -55,11 +55,21 @@ class CorralGroup(click.Group):
             return super().invoke(ctx)
         except FAILURES as e:
             raise click.ClickException(str(e)) from None
+        except BrokenPipeError:  # our own output closed (`corral run ... | head`): done
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
         except (OSError, http.client.HTTPException) as e:
             raise click.ClickException(f"cannot talk to corral: {e}") from None
         except KeyboardInterrupt:
             click.echo(err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing it at exit raises no second BrokenPipeError."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @click.group(cls=CorralGroup)

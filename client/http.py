@@ -87,9 +87,12 @@ class Client:
         self._close(*self._send("HEAD", "/", None, timeout=PING_TIMEOUT))
 
     def is_running(self) -> bool:
+        """Whether a daemon answers; one refusing us (a wrong API token: 401) does."""
         try:
             self.ping()
-        except (DaemonNotRunning, ResponseError, OSError, http.client.HTTPException):
+        except ResponseError:
+            return True
+        except (DaemonNotRunning, OSError, http.client.HTTPException):
             return False
         return True
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,6 +104,22 @@ def test_run_reads_piped_input(corral: Invoke, daemon: Daemon, tiny: str) -> Non
     result = corral("run", tiny, input="Summarize this text please.\n")
     assert result.exit_code == 0, result.output
     assert daemon.log().count("generating from") == started + 1
+
+
+def test_run_into_a_closed_pipe_ends_quietly(daemon: Daemon, tiny: str) -> None:
+    env = {**os.environ, "CORRAL_SOCKET": str(daemon.socket_path), "CORRAL_HOME": str(daemon.home)}
+    env.pop("CORRAL_HOST", None)
+    corral = f"{shlex.quote(sys.executable)} -m corral.client"
+    script = f"{corral} run {tiny} 'Tell me a long story' | head -c 1 >/dev/null"
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {script}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stderr == "", done.stderr  # no "Error: ... Broken pipe", no traceback
+    assert done.returncode == 0
 
 
 def test_rm_removes_several_and_reports_each(

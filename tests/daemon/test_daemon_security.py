@@ -187,3 +187,16 @@ def test_corral_client_sends_the_token_from_the_environment(
     monkeypatch.setenv("CORRAL_API_TOKEN", TOKEN)
     assert Client(f"127.0.0.1:{port}").version()
     assert Client(f"127.0.0.1:{port}", token=TOKEN).version()
+
+
+def test_the_cli_with_a_wrong_token_says_so(guarded: tuple[Daemon, int]) -> None:
+    from click.testing import CliRunner
+
+    from corral.client.cli import main
+
+    _, port = guarded
+    env = {"CORRAL_HOST": f"127.0.0.1:{port}", "CORRAL_API_TOKEN": "wrong"}
+    result = CliRunner().invoke(main, ["ls"], env=env)
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "API token" in line and "not running" not in line
