@@ -19,6 +19,7 @@ was expected, with the file and line where the parsers know them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,6 +34,8 @@ from corral.registry.errors import CorralError, SourceError, shown
 from corral.registry.sources.hf import is_hf_name
 from corral.registry.sources.local import looks_like_path
 from corral.registry.sources.ms import is_ms_name
+
+log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 LICENSE_SEPARATOR = "\n\n"
@@ -135,6 +138,28 @@ def check_template(value: Any) -> str:
     return template
 
 
+# Parameters Ollama's Modelfiles may set that corral's runtime has no use for (GPU and
+# thread placement, memory mapping) or does not implement (mirostat, tail-free and
+# typical sampling, presence and frequency penalties): skipped with a warning, as the
+# API skips such options, so an Ollama Modelfile still creates.
+IGNORED_PARAMETERS = frozenset(
+    {
+        "mirostat", "mirostat_eta", "mirostat_tau", "tfs_z", "typical_p",
+        "presence_penalty", "frequency_penalty", "penalize_newline", "num_keep",
+        "num_gpu", "main_gpu", "low_vram", "num_thread", "num_batch", "numa",
+        "use_mmap", "use_mlock", "vocab_only", "f16_kv", "logits_all", "num_gqa",
+    }
+)  # fmt: skip
+
+
+def is_ignored_parameter(name: str) -> bool:
+    """True (and a warning logged) for an Ollama parameter corral skips."""
+    if name not in IGNORED_PARAMETERS:
+        return False
+    log.warning("ignoring Modelfile parameter '%s': corral does not use it", name)
+    return True
+
+
 def coerce_parameter(name: str, value: Any) -> Any:
     """`value` as the type parameter `name` takes; text is parsed (classic files send text)."""
     where = ("parameters", name)
@@ -163,7 +188,11 @@ def coerce_parameter(name: str, value: Any) -> Any:
 def check_parameters(value: Any) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ModelfileError("'parameters' must map names to values", ("parameters",))
-    return {str(k): coerce_parameter(str(k), v) for k, v in value.items()}
+    return {
+        str(k): coerce_parameter(str(k), v)
+        for k, v in value.items()
+        if not is_ignored_parameter(str(k))
+    }
 
 
 def check_message(value: Any, index: int = 0) -> dict[str, str]:

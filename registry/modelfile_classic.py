@@ -34,6 +34,7 @@ from corral.registry.modelfile import (
     check_message,
     check_template,
     coerce_parameter,
+    is_ignored_parameter,
     resolve_from,
 )
 
@@ -146,6 +147,8 @@ def _from(draft: _Draft, value: str) -> None:
 
 def _parameter(draft: _Draft, value: str) -> None:
     name, _, text = value.partition(" ")
+    if is_ignored_parameter(name):
+        return
     coerced = coerce_parameter(name, text)
     if name == "stop":
         draft.parameters["stop"] = [*draft.parameters.get("stop", []), *coerced]

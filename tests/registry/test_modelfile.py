@@ -156,3 +156,19 @@ def test_malformed_yaml_files_name_the_line(text: str, line: int, problem: str) 
 def test_a_modelfile_without_from_says_so(text: str) -> None:
     with pytest.raises(ModelfileError, match=r"^Modelfile: (no FROM line|missing 'from')"):
         parse_modelfile(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM x\nPARAMETER mirostat 1\nPARAMETER num_gpu 99\nPARAMETER temperature 0.5\n",
+        "from: x\nparameters:\n  mirostat: 1\n  num_gpu: 99\n  temperature: 0.5\n",
+    ],
+)
+def test_ollama_parameters_corral_does_not_use_are_skipped_with_a_warning(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        modelfile = parse_modelfile(text)
+    assert modelfile.parameters == {"temperature": 0.5}
+    assert "ignoring Modelfile parameter 'mirostat'" in caplog.text
