@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -36,12 +37,14 @@ from corral.daemon.wire_io import (
     read_request,
 )
 from corral.daemon.worker import Emit, events_from_thread
+from corral.registry.errors import CorruptModel
 from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
 from corral.registry.store import InstalledModel
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.tokenizer.vocab import has_fill_in_middle
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 # GGUF keys too big to send unless asked (`verbose`): null, as Ollama does
@@ -91,9 +94,14 @@ async def show_handler(request: web.Request) -> web.Response:
 async def delete_handler(request: web.Request) -> web.Response:
     req = await read_request(request, DeleteRequest)
     state = request.app[STATE]
-    model = await state.resolve(req.model)
+    try:
+        digest: str | None = (await state.resolve(req.model)).digest
+    except CorruptModel as e:  # a manifest that cannot be read can still be removed
+        log.warning("deleting %s: %s", req.model, e)
+        digest = None  # nothing is loaded from it: loading needs a readable manifest
     await asyncio.to_thread(state.store.delete, req.model)
-    state.scheduler.unload(model.digest)
+    if digest is not None:
+        state.scheduler.unload(digest)
     return web.Response(status=200)
 
 

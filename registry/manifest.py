@@ -86,7 +86,7 @@ class Manifest:
         if version != SCHEMA_VERSION:
             raise CorruptModel(
                 f"manifest {origin} has schema_version {version!r}; this corral reads "
-                f"{SCHEMA_VERSION} (re-pull the model or upgrade corral)"
+                f"{SCHEMA_VERSION} (upgrade corral, or replace the model)"
             )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known - {"schema_version"})

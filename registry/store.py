@@ -129,7 +129,12 @@ class Store:
         return out
 
     def _installed(self, name: ModelName, path: Path) -> InstalledModel:
-        manifest = Manifest.load(path)
+        try:
+            manifest = Manifest.load(path)
+        except CorruptModel as e:
+            raise CorruptModel(
+                f"{e}; remove it with `corral rm {name}`, then pull or create it again"
+            ) from None
         blob = self.blobs.path(manifest.model)
         try:
             size = blob.stat().st_size

@@ -184,3 +184,15 @@ def test_bad_sources_fail_clearly_and_leave_the_store_clean(
             assert expected in body["error"]
         assert store_files(daemon.home) == before, source
     assert tiny in {m.name for m in daemon.client.list().models}
+
+
+def test_a_model_whose_manifest_is_corrupt_can_be_deleted(daemon: Daemon, tiny: str) -> None:
+    daemon.client.copy(tiny, "soon-broken")
+    (path,) = (daemon.home / "manifests").glob("*/*/soon-broken/latest.yaml")
+    path.write_text("{not: [valid yaml")
+    status, body, _ = daemon.raw("POST", "/api/show", json.dumps({"model": "soon-broken"}))
+    assert status == 422
+    status, body, _ = daemon.raw("DELETE", "/api/delete", json.dumps({"model": "soon-broken"}))
+    assert status == 200, body
+    assert not path.exists()
+    assert tiny in {m.name for m in daemon.client.list().models}  # its blob stays for tiny
