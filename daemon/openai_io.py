@@ -18,7 +18,7 @@ from aiohttp import web
 
 from corral.client.api import Wire
 from corral.client.api.openai_bodies import ErrorDetail, OpenAIErrorResponse
-from corral.daemon.errors import Handler, error_body
+from corral.daemon.errors import Handler, error_body, json_error
 from corral.daemon.wire_io import stream_frames
 from corral.registry.errors import ModelNotFound
 
@@ -51,6 +51,15 @@ def detail_of(error: BaseException) -> tuple[int, ErrorDetail]:
         type=ERROR_TYPES.get(status, SERVER_ERROR),
         param=getattr(error, "param", None),
         code=code,
+    )
+
+
+def error_for(request: web.Request, status: int, message: str) -> web.Response:
+    """An error answer in the shape the request's API uses: OpenAI's under /v1/."""
+    if not request.path.startswith(PREFIX):
+        return json_error(status, message)
+    return openai_error(
+        status, ErrorDetail(message=message, type=ERROR_TYPES.get(status, SERVER_ERROR))
     )
 
 

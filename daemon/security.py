@@ -30,7 +30,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from corral.daemon.config import ENV_ORIGINS, ENV_TOKEN, DaemonConfig, is_loopback
-from corral.daemon.errors import Handler, RequestError, json_error
+from corral.daemon.errors import Handler, RequestError
+from corral.daemon.openai_io import error_for
 from corral.registry.sources import is_local_source
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "0.0.0.0")
@@ -121,19 +122,23 @@ def _middleware(config: DaemonConfig, patterns: tuple[re.Pattern[str], ...]) -> 
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
         tcp = over_tcp(request)
         if tcp and check_host and not host_allowed(request.host):
-            return json_error(403, f"host '{request.host}' is not allowed: use localhost")
+            return error_for(request, 403, f"host '{request.host}' is not allowed: use localhost")
         origin = request.headers.get("Origin")
         if origin is not None:
             if not origin_allowed(origin, patterns):
-                return json_error(
-                    403, f"origin '{origin}' is not allowed: add it to {ENV_ORIGINS} to allow it"
+                return error_for(
+                    request,
+                    403,
+                    f"origin '{origin}' is not allowed: add it to {ENV_ORIGINS} to allow it",
                 )
             request[ORIGIN_CHECKED] = origin
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
                 return _preflight(request)
         if tcp and config.api_token and not token_matches(request, config.api_token):
-            response = json_error(
-                401, f"missing or wrong API token: send 'Authorization: Bearer <{ENV_TOKEN}>'"
+            response = error_for(
+                request,
+                401,
+                f"missing or wrong API token: send 'Authorization: Bearer <{ENV_TOKEN}>'",
             )
             response.headers["WWW-Authenticate"] = "Bearer"
             return response

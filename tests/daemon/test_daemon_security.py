@@ -200,3 +200,17 @@ def test_the_cli_with_a_wrong_token_says_so(guarded: tuple[Daemon, int]) -> None
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
     assert "API token" in line and "not running" not in line
+
+
+def test_openai_clients_get_refusals_in_openais_shape(guarded: tuple[Daemon, int]) -> None:
+    import openai
+
+    _, port = guarded
+    with openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0
+    ) as client:
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client.models.list()
+    assert refused.value.status_code == 401
+    assert "missing or wrong API token" in refused.value.message
+    assert refused.value.body["message"].startswith("missing or wrong API token")
