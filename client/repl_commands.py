@@ -94,8 +94,10 @@ def parse_value(name: str, value: str) -> Any:
 
 
 def _set_system(repl: Repl, text: str) -> bool:
-    repl.system = text.strip() or None
-    return say(repl, "Set system message." if repl.system else "Cleared system message.")
+    if not text.strip():
+        return say(repl, SET_HELP)
+    repl.system = text.strip()
+    return say(repl, "Set system message.")
 
 
 def _set_verbose(repl: Repl, text: str) -> bool:
@@ -133,8 +135,13 @@ def _show_parameters(repl: Repl, info: ShowResponse) -> str:
     ]
     if repl.options:
         lines.append("User defined parameters:")
-        lines += [f"  {k:<{PARAMETER_WIDTH}} {v}" for k, v in repl.options.items()]
+        lines += [f"  {k:<{PARAMETER_WIDTH}} {_shown(v)}" for k, v in repl.options.items()]
     return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    """A parameter's value as Ollama prints it: a list as [a b c]."""
+    return f"[{' '.join(map(str, value))}]" if isinstance(value, list) else str(value)
 
 
 def _or(text: str, missing: str) -> str:
@@ -156,9 +163,10 @@ SHOW_PARTS: dict[str, Callable[[Repl, ShowResponse], str]] = {
 
 
 def _show(repl: Repl, text: str) -> bool:
-    part = SHOW_PARTS.get(text.strip())
+    what = text.strip()
+    part = SHOW_PARTS.get(what)
     if part is None:
-        return say(repl, SHOW_HELP)
+        return say(repl, f"Unknown command '/show {what}'. Type /? for help" if what else SHOW_HELP)
     try:
         info = repl.client.show(repl.model)
     except ResponseError as e:
@@ -234,6 +242,7 @@ COMMANDS: dict[str, Handler] = {
     "/save": _save,
     "/clear": _clear,
     "/bye": _bye,
+    "/exit": _bye,
     "/?": _help,
     "/help": _help,
 }

@@ -75,6 +75,8 @@ def test_set_parameter_applies_to_the_next_answers(chat: Terminal, daemon: Daemo
         chat, "/set parameter top_k hot"
     )
     assert "Available Parameters:" in command(chat, "/set parameter")
+    command(chat, "/set parameter stop <end> ###")
+    assert "[<end> ###]" in command(chat, "/show parameters")  # as Ollama prints a list
 
 
 def test_set_system_changes_the_prompt(chat: Terminal, daemon: Daemon) -> None:
@@ -89,6 +91,8 @@ def test_set_system_changes_the_prompt(chat: Terminal, daemon: Daemon) -> None:
     chat.type('lines"""')
     assert "Set system message." in chat.read_until(">>> ")
     assert "Two\r\nlines" in command(chat, "/show system")
+    assert "/set system <string>" in command(chat, "/set system")  # usage; the system stays
+    assert "Two\r\nlines" in command(chat, "/show system")
 
 
 def test_show_prints_each_part_of_the_model(chat: Terminal) -> None:
@@ -97,6 +101,7 @@ def test_show_prints_each_part_of_the_model(chat: Terminal) -> None:
     assert "architecture: llama" in command(chat, "/show modelfile")
     assert "No license was specified for this model." in command(chat, "/show license")
     assert "/show template" in command(chat, "/show")
+    assert "Unknown command '/show bogus'. Type /? for help" in command(chat, "/show bogus")
     assert "/set parameter" in command(chat, "/? set")
     assert '"""' in command(chat, "/?")
 
@@ -132,6 +137,7 @@ def test_save_makes_a_model_of_the_conversation(chat: Terminal, daemon: Daemon, 
     assert "Usage:" in command(chat, "/save")
 
 
-def test_bye_leaves(chat: Terminal) -> None:
-    chat.type("/bye")
+@pytest.mark.parametrize("word", ["/bye", "/exit"])
+def test_bye_leaves(chat: Terminal, word: str) -> None:
+    chat.type(word)
     assert chat.close() == 0
