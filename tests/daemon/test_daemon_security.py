@@ -206,11 +206,13 @@ def test_openai_clients_get_refusals_in_openais_shape(guarded: tuple[Daemon, int
     import openai
 
     _, port = guarded
-    with openai.OpenAI(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0
-    ) as client:
-        with pytest.raises(openai.AuthenticationError) as refused:
-            client.models.list()
+    with (
+        openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0
+        ) as client,
+        pytest.raises(openai.AuthenticationError) as refused,
+    ):
+        client.models.list()
     assert refused.value.status_code == 401
     assert "missing or wrong API token" in refused.value.message
     assert refused.value.body["message"].startswith("missing or wrong API token")
