@@ -138,17 +138,34 @@ def list_models(as_json: bool) -> None:
 main.add_command(list_models, "ls")
 
 
+SHOW_PARTS = {  # flag -> what it shows
+    "license": "the license",
+    "modelfile": "the YAML Modelfile",
+    "parameters": "the parameters",
+    "system": "the system prompt",
+    "template": "the chat template",
+}
+
+
+def _part_options(command: Any) -> Any:
+    for part, what in reversed(SHOW_PARTS.items()):
+        command = click.option(
+            f"--{part}", "parts", flag_value=part, multiple=True, help=f"Show {what}."
+        )(command)
+    return command
+
+
 @main.command()
 @click.argument("model")
-@click.option("--license", "part", flag_value="license", help="Show the license.")
-@click.option("--modelfile", "part", flag_value="modelfile", help="Show the YAML Modelfile.")
-@click.option("--parameters", "part", flag_value="parameters", help="Show the parameters.")
-@click.option("--system", "part", flag_value="system", help="Show the system prompt.")
-@click.option("--template", "part", flag_value="template", help="Show the chat template.")
+@_part_options
 @click.option("--verbose", "-v", is_flag=True, help="With --json: include the whole vocabulary.")
 @JSON_OPTION
-def show(model: str, part: str | None, verbose: bool, as_json: bool) -> None:
+def show(model: str, parts: tuple[str, ...], verbose: bool, as_json: bool) -> None:
     """Show a model's architecture, size, parameters and license."""
+    if len(set(parts)) > 1:
+        flags = ", ".join(f"--{p}" for p in SHOW_PARTS)
+        raise click.UsageError(f"only one of {flags} can be given at a time")
+    part = parts[0] if parts else None
     syntax = "yaml" if part == "modelfile" else None  # the YAML that recreates it
     info = connect().show(model, verbose=verbose, modelfile_format=syntax)
     if as_json:

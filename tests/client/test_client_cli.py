@@ -72,6 +72,8 @@ def test_show_prints_the_model_section(corral: Invoke, tiny: str) -> None:
     assert "    quantization        F32" in lines
     assert "<|im_start|>" in corral("show", tiny, "--template").stdout
     assert "architecture: llama" in corral("show", tiny, "--modelfile").stdout
+    both = corral("show", tiny, "--license", "--system")
+    assert both.exit_code == 2 and "only one of --license, --modelfile" in both.stderr
 
 
 def test_run_answers_a_prompt(corral: Invoke, tiny: str) -> None:
