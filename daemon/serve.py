@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(config))
     except ServeError as e:
-        log.error("%s", e)
+        if not sys.stderr.isatty():  # a log file: the reason, with a time, among the rest
+            log.error("%s", e)
         print(f"Error: {e}", file=sys.stderr)
         return 1
     return 0
@@ -160,6 +161,7 @@ def claim_socket(path: Path) -> Iterator[None]:
     if len(os.fsencode(path)) >= 104:  # sun_path is 104-108 bytes depending on the OS
         raise ServeError(f"socket path {path} is too long for a Unix socket; set CORRAL_SOCKET")
     _make_private_dirs(path.parent)
+    _check_private(path.parent)
     lock_path = path.with_name(path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -178,6 +180,18 @@ def _make_private_dirs(folder: Path) -> None:
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     for parent in reversed(missing):
         parent.mkdir(mode=0o700, exist_ok=True)
+
+
+def _check_private(folder: Path) -> None:
+    """The socket's folder must be this user's and closed to others' writes: anyone who
+    may write there could replace the socket with their own and read every request."""
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ServeError(
+            f"the socket's folder {folder} is not private to this user (mode "
+            f"{stat.S_IMODE(info.st_mode):o}): others could replace the socket; put "
+            "CORRAL_SOCKET in a folder only you can write to (mode 0700), or unset it"
+        )
 
 
 def _clear_stale_socket(path: Path) -> None:

@@ -109,6 +109,16 @@ def test_a_file_in_the_way_of_the_socket_is_left_alone(socket_dir: Path, tmp_pat
     assert path.read_text() == "precious"
 
 
+def test_a_socket_folder_others_may_write_to_is_refused(socket_dir: Path, tmp_path: Path) -> None:
+    socket_dir.chmod(0o1777)  # like /tmp: another user could swap the socket for theirs
+    path = socket_dir / "corral.sock"
+    result = serve_once(daemon_env(tmp_path, path))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert f"the socket's folder {socket_dir} is not private to this user (mode 1777)" in line
+    assert not path.exists()
+
+
 def test_a_bad_setting_is_one_line_and_exit_2(socket_dir: Path, tmp_path: Path) -> None:
     env = daemon_env(tmp_path, socket_dir / "s.sock", CORRAL_KEEP_ALIVE="soon")
     result = serve_once(env)
