@@ -10,7 +10,7 @@ code /api runs. The mapping:
 - `frequency_penalty` / `presence_penalty`: corral's sampler has no such
   penalties; non-zero values pass as options and are ignored with the
   daemon's usual "ignoring unsupported option(s)" warning.
-- `n` > 1, `best_of` > 1, `logprobs`, `echo`: refused with a 400 naming the
+- `n` > 1, `best_of` > 1, `logprobs`, `logit_bias`, `echo`: refused with a 400 naming the
   parameter. `tools` and a JSON `response_format` reach the native handler,
   which refuses them until tool calling and structured output exist.
 - The `developer` role is `system`; text parts of a message are joined;
@@ -102,6 +102,8 @@ def _options(req: oai.Sampling, max_tokens: int | None) -> Options:
         raise InvalidParam("n", "only n=1 is supported: corral returns one choice per request")
     if req.logprobs:
         raise InvalidParam("logprobs", "'logprobs' is not supported by corral yet")
+    if req.logit_bias:
+        raise InvalidParam("logit_bias", "'logit_bias' is not supported by corral yet")
     if max_tokens is not None and max_tokens < 1:
         raise InvalidParam("max_tokens", f"'max_tokens' must be 1 or more, got {max_tokens}")
     values: dict[str, Any] = {

@@ -39,6 +39,7 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("format", "structured output ('format') is not supported yet"),
     ("tools", "tool calling ('tools') is not supported yet"),
     ("template", "a request 'template' is not supported yet: corral uses the model's template"),
+    ("think", "thinking ('think') is not supported: corral has no thinking models yet"),
 )
 
 

@@ -76,6 +76,7 @@ class GenerateRequest(Wire):
     raw: bool = False
     format: Any = None
     images: tuple[str, ...] | None = None
+    think: Any = None  # newer Ollama clients send it; refused when set (daemon/prompts.py)
     keep_alive: str | float | None = None
     options: Options | None = None
 
@@ -90,6 +91,7 @@ class ChatRequest(Wire):
     stream: bool = True
     format: Any = None
     tools: tuple[Any, ...] | None = None
+    think: Any = None
     keep_alive: str | float | None = None
     options: Options | None = None
 

@@ -45,6 +45,7 @@ class Sampling(Wire):
     presence_penalty: float | None = None
     n: int | None = None
     logprobs: Any = None
+    logit_bias: dict[str, Any] | None = None
     user: str | None = None
 
 

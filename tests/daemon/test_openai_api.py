@@ -217,6 +217,7 @@ def test_errors_have_openai_shape_and_status(client: openai.OpenAI, tcp_tiny: st
     refused = (
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
+        ({"logit_bias": {"42": 5}}, "logit_bias"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
         ({"messages": [{"role": "assistant", "tool_calls": [{"id": "1"}]}]}, "messages"),
