@@ -229,7 +229,8 @@ def _pull(client: Client, source: str) -> str:
         events = client.pull(source)
         with contextlib.closing(events):
             for event in events:
-                display.update(event)
-                if event.status.startswith("installed as "):
+                if event.status.startswith("installed as "):  # not shown: it gets our name
                     name = event.status.removeprefix("installed as ")
+                else:
+                    display.update(event)
     return name

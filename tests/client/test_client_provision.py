@@ -81,6 +81,7 @@ def test_provision_brings_the_machine_to_the_file_and_is_idempotent(
     assert set(installed) == {"alpha:latest", "team/beta:v2", "assistant:latest"}
     assert installed["assistant:latest"] == installed["alpha:latest"]
     assert "alpha:latest" in first.stdout and "beta:latest" not in installed  # no leftovers
+    assert "installed as" not in first.output  # the file's own name is not what it gets
 
     again = corral("provision", spec)
     assert again.exit_code == 0, again.output
