@@ -8,6 +8,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,26 @@ def test_a_file_in_the_way_of_the_socket_is_left_alone(socket_dir: Path, tmp_pat
     assert result.returncode == 1
     assert "exists and is not a socket" in result.stderr
     assert path.read_text() == "precious"
+
+
+def test_startup_collects_unused_blobs_and_day_old_partial_downloads(
+    socket_dir: Path, tmp_path: Path
+) -> None:
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    unused = blobs / ("sha256-" + "ab" * 32)  # an upload never created from, say
+    unused.write_bytes(b"orphan")
+    old_partial, fresh_partial = blobs / "partial-url-old", blobs / "partial-url-fresh"
+    old_partial.write_bytes(b"half")
+    fresh_partial.write_bytes(b"half")  # may still resume
+    day_and_more = time.time() - 25 * 3600
+    os.utime(old_partial, (day_and_more, day_and_more))
+    path = socket_dir / "corral.sock"
+    with Daemon(tmp_path, path, daemon_env(tmp_path, path)) as daemon:
+        daemon.start()
+        assert daemon.client.version()
+    assert not unused.exists() and not old_partial.exists()
+    assert fresh_partial.exists()
 
 
 def test_a_socket_folder_others_may_write_to_is_refused(socket_dir: Path, tmp_path: Path) -> None:
