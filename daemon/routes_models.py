@@ -41,6 +41,7 @@ from corral.registry.errors import CorruptModel
 from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
 from corral.registry.store import InstalledModel
+from corral.runtime.chat_template import PLAIN_TEMPLATE
 from corral.runtime.gguf import GGUFFile
 from corral.runtime.tokenizer.vocab import has_fill_in_middle
 
@@ -79,7 +80,10 @@ async def show_handler(request: web.Request) -> web.Response:
             license=manifest.license or "",
             modelfile=render(model),
             parameters=format_parameters(manifest.parameters),
-            template=manifest.template or str(metadata.get("tokenizer.chat_template") or ""),
+            # the template generation renders with: the model's own, or corral's plain one
+            template=manifest.template
+            or str(metadata.get("tokenizer.chat_template") or "")
+            or PLAIN_TEMPLATE,
             system=manifest.system or "",
             details=details_of(model),
             model_info={k: v for k, v in metadata.items() if k not in HIDDEN_KEYS},

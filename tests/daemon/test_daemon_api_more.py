@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from corral.client.http import ResponseError
+from corral.runtime.chat_template import PLAIN_TEMPLATE
 from serving import Daemon
+from tiny import write_tiny_llama
 
 GREEDY = {"temperature": 0, "num_predict": 5}
 
@@ -181,3 +183,12 @@ def test_invalid_blob_digests_are_400(daemon: Daemon, digest: str) -> None:
         assert status == 400
         if method == "POST":
             assert error_of(body).startswith(f"invalid digest '{digest}'")
+
+
+def test_show_of_a_model_without_a_template_shows_the_one_corral_uses(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    path = write_tiny_llama(tmp_path / "bare.gguf", seed=3, chat_template=None)
+    assert daemon.client.pull(str(path), stream=False).status == "success"
+    shown = daemon.client.show("bare")
+    assert shown.template == PLAIN_TEMPLATE
