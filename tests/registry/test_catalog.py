@@ -90,3 +90,18 @@ def test_recipe_from_yaml_defaults() -> None:
     recipe = Recipe.from_yaml("name: Me/Thing:V2\nsources: [pypi://a==1/b.gguf]\n", "mem")
     assert recipe.name == "me/thing:v2"
     assert recipe.quantization is None and recipe.system is None and recipe.messages == ()
+
+
+def test_pulling_a_catalog_model_without_its_tag_suggests_the_tagged_names(
+    tmp_path: Path,
+) -> None:
+    from corral.registry.errors import NotInCatalog
+    from corral.registry.pull import plan_pull
+    from corral.registry.store import Store
+
+    with pytest.raises(NotInCatalog) as missing:
+        plan_pull(Store(tmp_path), "smollm2")
+    assert "did you mean smollm2:135m or smollm2:360m? Otherwise add" in str(missing.value)
+    with pytest.raises(NotInCatalog) as missing:
+        plan_pull(Store(tmp_path), "no-such-model")
+    assert "did you mean" not in str(missing.value)
