@@ -79,7 +79,7 @@ def pull(
     emit = _Throttle(progress)
     plan = plan_pull(store, name)
     installed = _installed(store, plan.target)
-    if installed is not None and not _always_refresh(plan):
+    if installed is not None and _up_to_date(installed, plan):
         emit(PullProgress("success"))
         return installed
     emit(PullProgress("pulling manifest"))
@@ -107,9 +107,28 @@ def _installed(store: Store, name: ModelName) -> InstalledModel | None:
         return None
 
 
-def _always_refresh(plan: PullPlan) -> bool:
-    """A local file may have changed since it was imported: import it again."""
-    return plan.recipe is None and isinstance(parse_source(plan.sources[0]), LocalSource)
+def _up_to_date(installed: InstalledModel, plan: PullPlan) -> bool:
+    """Whether pulling again would change nothing: the model is what its recipe makes
+    (not, say, another model copied onto the name), or a source already fetched. A local
+    file may have changed since it was imported, so it is always imported again."""
+    recipe, manifest = plan.recipe, installed.manifest
+    if recipe is None:
+        return not isinstance(parse_source(plan.sources[0]), LocalSource)
+    made = (
+        dict(recipe.parameters),
+        recipe.template,
+        recipe.system,
+        recipe.license,
+        [dict(m) for m in recipe.messages],
+    )
+    have = (
+        manifest.parameters,
+        manifest.template,
+        manifest.system,
+        manifest.license,
+        [dict(m) for m in manifest.messages],
+    )
+    return "recipe" in manifest.source and made == have
 
 
 def _fetch_first(plan: PullPlan, ctx: FetchContext) -> Fetched:

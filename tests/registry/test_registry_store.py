@@ -109,6 +109,21 @@ def test_broken_install_is_pulled_again(store: Store, tiny_gguf: Path) -> None:
     assert store.resolve("mine").manifest.source["path"] == str(tiny_gguf)
 
 
+def test_pulling_a_recipe_again_restores_it_and_is_otherwise_a_no_op(
+    store: Store, tiny_gguf: Path, make_gguf: Callable[..., Path], tmp_path: Path
+) -> None:
+    _recipe(store, tiny_gguf)
+    model = pull(store, "mine")
+    manifest = ModelName.parse("mine").manifest_path(store.home)
+    written = manifest.stat().st_mtime_ns
+    assert pull(store, "mine").digest == model.digest
+    assert manifest.stat().st_mtime_ns == written  # up to date: nothing fetched or written
+    other = pull(store, str(make_gguf(tmp_path / "other.gguf", seed=9)))
+    store.copy(str(other.name), "mine")  # another model copied over the recipe's name
+    assert store.resolve("mine").digest == other.digest
+    assert pull(store, "mine").digest == model.digest  # pulled again, as Ollama would
+
+
 def test_concurrent_pulls_and_deletes_keep_the_store_consistent(
     store: Store, make_gguf: Callable[..., Path], tmp_path: Path, store_files: Callable
 ) -> None:
