@@ -60,7 +60,7 @@ class ModelName:
         host, namespace, model = [DEFAULT_HOST, DEFAULT_NAMESPACE][: 3 - len(parts)] + parts
         fields = {"host": host, "namespace": namespace, "model": model, "tag": tag}
         for kind, value in fields.items():
-            _check_part(text, kind, value.lower())
+            _check_part(text, kind, value)
         return cls(**{k: v.lower() for k, v in fields.items()})
 
     def __str__(self) -> str:
@@ -94,6 +94,7 @@ def _split_tag(name: str) -> tuple[str, str]:
 
 
 def _check_part(text: str, kind: str, value: str) -> None:
+    """Check one part (lowercased: names are case-insensitive); errors quote it as given."""
     pattern, limit = _RULES[kind]
     if not value:
         raise InvalidName(text, f"the {kind} is empty")
@@ -101,7 +102,7 @@ def _check_part(text: str, kind: str, value: str) -> None:
         raise InvalidName(text, f"'..' is not allowed in the {kind}")
     if len(value) > limit:
         raise InvalidName(text, f"the {kind} is longer than {limit} characters")
-    if not pattern.fullmatch(value):
+    if not pattern.fullmatch(value.lower()):
         raise InvalidName(text, f"the {kind} '{value}' may only contain {_CHARSET_HINT[kind]}")
 
 
