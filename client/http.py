@@ -71,6 +71,18 @@ class ResponseError(Exception):
         self.message = message
 
 
+class StreamCut(ResponseError):
+    """A stream ended before its last message (done, or "success"): the daemon stopped or
+    the connection broke mid-answer. No HTTP status: `status` is -1."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            -1,
+            "the connection to corral closed before the answer was complete "
+            "(did the daemon stop? its log says)",
+        )
+
+
 class Client:
     def __init__(
         self, host: str | None = None, *, timeout: float | None = None, token: str | None = None
@@ -372,7 +384,8 @@ def _error_message(body: bytes, reason: str) -> str:
 def _lines(
     conn: http.client.HTTPConnection, response: http.client.HTTPResponse, cls: type[W]
 ) -> Iterator[W]:
-    """Decode NDJSON lines as they arrive; an {"error"} line raises ResponseError."""
+    """Decode NDJSON lines as they arrive; an {"error"} line raises ResponseError, and a
+    stream that ends before its last message (`done`, or status "success") StreamCut."""
     try:
         while line := response.readline():
             if not line.strip():
@@ -380,6 +393,10 @@ def _lines(
             data = json.loads(line)
             if isinstance(data, dict) and "error" in data:
                 raise ResponseError(STREAM_ERROR_STATUS, str(data["error"]))
-            yield cls.from_dict(data)
+            item = cls.from_dict(data)
+            yield item
+            if getattr(item, "done", False) is True or getattr(item, "status", "") == "success":
+                return
+        raise StreamCut()
     finally:
         conn.close()

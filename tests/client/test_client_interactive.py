@@ -41,6 +41,8 @@ def prompt_tokens(daemon: Daemon) -> list[int]:
 def test_the_chat_keeps_the_conversation(terminal, daemon: Daemon, tiny: str) -> None:
     session = terminal("run", tiny)
     session.read_until(">>> ")
+    session.type("/set parameter num_predict 8")  # a short answer: both turns fit num_ctx
+    session.read_until(">>> ")
     before = len(prompt_tokens(daemon))
     session.type("Hello there")
     first = session.read_until(">>> ")

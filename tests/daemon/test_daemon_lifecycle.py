@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.client.http import Client, DaemonNotRunning
+from corral.client.http import Client, DaemonNotRunning, StreamCut
 from serving import Daemon, daemon_env
 from tiny import write_tiny_llama
 
@@ -73,6 +73,21 @@ def test_socket_is_private(daemon: Daemon) -> None:
     assert stat.S_ISSOCK(daemon.socket_path.stat().st_mode)
     assert stat.S_IMODE(daemon.socket_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(daemon.socket_path.parent.stat().st_mode) == 0o700  # created by it
+
+
+def test_a_stream_cut_by_a_dying_daemon_is_an_error_not_an_ending(
+    own_daemon: Daemon, tmp_path: Path
+) -> None:
+    path = write_tiny_llama(tmp_path / "endless.gguf", context_length=131072, endless=True)
+    own_daemon.client.pull(str(path), stream=False)
+    stream = own_daemon.client.generate("endless", "Hello", options={"num_predict": 100_000})
+    assert next(stream).done is False
+    assert own_daemon.process is not None
+    own_daemon.process.kill()  # SIGKILL: no last message, no error line
+    with pytest.raises(StreamCut) as cut:
+        for _ in stream:
+            pass
+    assert "closed before the answer was complete" in cut.value.message
 
 
 def test_sigterm_stops_cleanly_and_removes_the_socket(own_daemon: Daemon) -> None:
