@@ -126,13 +126,16 @@ def _value(first: str, lines: list[str], i: int, origin: str) -> tuple[str, int]
     if quote is None:
         return text, i
     j = i
-    while not (text.endswith(quote) and len(text) >= 2 * len(quote)):
+    closed = text.endswith(quote) and len(text) >= 2 * len(quote)
+    while not closed:  # the lines in between are kept as they are, blank ones included
         j += 1
         if j >= len(lines):
             raise ModelfileError(
                 f"the {quote} opened here is never closed (expected {quote} at the end of a line)"
             ).at(origin, i + 1)
-        text = f"{text}\n{lines[j]}".rstrip()
+        line = lines[j].rstrip() if lines[j].rstrip().endswith(quote) else lines[j]
+        text = f"{text}\n{line}"
+        closed = line.endswith(quote)
     return text[len(quote) : -len(quote)], j
 
 

@@ -172,3 +172,16 @@ def test_ollama_parameters_corral_does_not_use_are_skipped_with_a_warning(
         modelfile = parse_modelfile(text)
     assert modelfile.parameters == {"temperature": 0.5}
     assert "ignoring Modelfile parameter 'mirostat'" in caplog.text
+
+
+def test_triple_quoted_blocks_keep_blank_lines_and_inner_spaces() -> None:
+    text = (
+        'FROM x\nSYSTEM """First.\n\nSecond.  \n\n\nThird."""\n'
+        'TEMPLATE """{{ bos_token }}<|start_header_id|>user<|end_header_id|>\n\n'
+        '{{ messages[0].content }}<|eot_id|>"""   \n'
+        'PARAMETER stop """\n\n"""\n'
+    )
+    modelfile = parse_modelfile(text)
+    assert modelfile.system == "First.\n\nSecond.  \n\n\nThird."
+    assert modelfile.template is not None and "<|end_header_id|>\n\n{{" in modelfile.template
+    assert modelfile.parameters["stop"] == ["\n\n"]
