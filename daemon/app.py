@@ -66,9 +66,9 @@ def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.App
         state = DaemonState(config=config, store=Store(config.home), scheduler=scheduler)
         app[STATE] = state
         log.info("models in %s", config.home)
-        # blobs no manifest uses (uploads never created from, leftovers of a crash) and
-        # partial downloads untouched for a day go, as Ollama prunes at startup
-        await asyncio.to_thread(state.store.gc)
+        # blobs no manifest uses (uploads never created from), temporary files of a
+        # crash and partial downloads untouched for a day go, as Ollama prunes at startup
+        await asyncio.to_thread(state.store.collect_at_startup)
         yield
         await scheduler.close()
         state.workers.shutdown(wait=False, cancel_futures=True)

@@ -169,6 +169,15 @@ class BlobStore:
             log.info("collected %d unreferenced blob(s)", len(removed))
         return removed
 
+    def remove_temporaries(self) -> None:
+        """Remove every `tmp-*` file, whatever its age: for the one process that owns the
+        store (the daemon, at startup), they are left by a crash. Unlike `partial-*`
+        downloads, they cannot be resumed."""
+        for p in self.root.glob("tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                log.info("removed temporary file %s, left by a crash", p.name)
+
     def _remove_stale(self, before: float) -> None:
         for p in self.root.iterdir():
             if p.name.startswith(("tmp-", "partial-")):

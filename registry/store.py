@@ -96,6 +96,11 @@ class Store:
         source = self.resolve(src)
         return self.commit(ModelName.parse(dst), source.manifest)
 
+    def collect_at_startup(self) -> list[str]:
+        """`gc`, and every temporary file: for the daemon, the store's one owner."""
+        self.blobs.remove_temporaries()
+        return self.gc()
+
     def gc(self) -> list[str]:
         """Remove blobs that no manifest references (a blob being pulled is pinned)."""
         with self._lock:

@@ -125,13 +125,15 @@ def test_a_file_in_the_way_of_the_socket_is_left_alone(socket_dir: Path, tmp_pat
     assert path.read_text() == "precious"
 
 
-def test_startup_collects_unused_blobs_and_day_old_partial_downloads(
+def test_startup_collects_unused_blobs_crash_leftovers_and_day_old_partials(
     socket_dir: Path, tmp_path: Path
 ) -> None:
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     unused = blobs / ("sha256-" + "ab" * 32)  # an upload never created from, say
     unused.write_bytes(b"orphan")
+    crashed = blobs / "tmp-0123abcd"  # a copy under way when the daemon was killed
+    crashed.write_bytes(b"half a model")
     old_partial, fresh_partial = blobs / "partial-url-old", blobs / "partial-url-fresh"
     old_partial.write_bytes(b"half")
     fresh_partial.write_bytes(b"half")  # may still resume
@@ -141,7 +143,7 @@ def test_startup_collects_unused_blobs_and_day_old_partial_downloads(
     with Daemon(tmp_path, path, daemon_env(tmp_path, path)) as daemon:
         daemon.start()
         assert daemon.client.version()
-    assert not unused.exists() and not old_partial.exists()
+    assert not unused.exists() and not old_partial.exists() and not crashed.exists()
     assert fresh_partial.exists()
 
 
