@@ -9,11 +9,14 @@ collected at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from corral.registry.catalog import Catalog, Recipe
 from corral.registry.errors import (
@@ -78,10 +81,43 @@ def pull(
     cancel = cancel or threading.Event()
     emit = _Throttle(progress)
     plan = plan_pull(store, name)
-    installed = _installed(store, plan.target)
-    if installed is not None and _up_to_date(installed, plan):
-        emit(PullProgress("success"))
-        return installed
+    with _one_pull_at_a_time(store, plan.target, emit, cancel) as waited:
+        installed = _installed(store, plan.target)
+        if installed is not None and (waited or _up_to_date(installed, plan)):
+            emit(PullProgress("success"))  # up to date, or just pulled by the pull we awaited
+            return installed
+        return _pull_now(store, plan, emit, cancel)
+
+
+_TARGET_LOCKS: dict[tuple[Path, str], threading.Lock] = {}
+_TARGET_LOCKS_GUARD = threading.Lock()
+WAIT_CHECK_SECONDS = 0.25
+
+
+@contextlib.contextmanager
+def _one_pull_at_a_time(
+    store: Store, target: ModelName, emit: ProgressFn, cancel: threading.Event
+) -> Iterator[bool]:
+    """Hold the pull of `target` in this store; yields whether another pull of it had to
+    be awaited first. Identical pulls at once (several clients, or scripts on a machine)
+    then share the first one's work instead of racing over its partial download."""
+    with _TARGET_LOCKS_GUARD:
+        lock = _TARGET_LOCKS.setdefault((store.home, target.full), threading.Lock())
+    waited = not lock.acquire(blocking=False)
+    if waited:
+        emit(PullProgress(f"waiting for another pull of {target}"))
+        while not lock.acquire(timeout=WAIT_CHECK_SECONDS):
+            if cancel.is_set():
+                raise PullCancelled()
+    try:
+        yield waited
+    finally:
+        lock.release()
+
+
+def _pull_now(
+    store: Store, plan: PullPlan, emit: ProgressFn, cancel: threading.Event
+) -> InstalledModel:
     emit(PullProgress("pulling manifest"))
     quantization = plan.recipe.quantization if plan.recipe else None
     ctx = FetchContext(store.blobs, emit, cancel, quantization)

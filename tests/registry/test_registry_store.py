@@ -1,5 +1,6 @@
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from corral.registry.errors import CorruptModel, InvalidName, ModelNotFound
 from corral.registry.manifest import Manifest
 from corral.registry.names import ModelName
+from corral.registry.progress import PullProgress
 from corral.registry.pull import pull
 from corral.registry.store import Store
 
@@ -122,6 +124,44 @@ def test_pulling_a_recipe_again_restores_it_and_is_otherwise_a_no_op(
     store.copy(str(other.name), "mine")  # another model copied over the recipe's name
     assert store.resolve("mine").digest == other.digest
     assert pull(store, "mine").digest == model.digest  # pulled again, as Ollama would
+
+
+def test_identical_pulls_at_once_share_the_first_ones_work(
+    store: Store, tiny_gguf: Path, store_files: Callable
+) -> None:
+    """Three pulls of one file: the first copies it while the others wait for it, then
+    all three have the same model, and only one copy was made."""
+    events: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    both_waiting = threading.Barrier(3, timeout=30)  # the first pull and the two waiters
+
+    def progress(i: int) -> Callable[[PullProgress], None]:
+        def record(p: PullProgress) -> None:
+            events[i].append(p.status)
+            if p.status.startswith("waiting for another pull") or (
+                i == 0 and p.status == "pulling manifest"
+            ):
+                both_waiting.wait()  # the first holds its pull until both others wait
+
+        return record
+
+    results: dict[int, str] = {}
+
+    def work(i: int) -> None:
+        results[i] = pull(store, str(tiny_gguf), progress(i)).digest
+
+    first = threading.Thread(target=work, args=(0,))
+    first.start()
+    while "pulling manifest" not in events[0]:
+        time.sleep(0.01)
+    others = [threading.Thread(target=work, args=(i,)) for i in (1, 2)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(timeout=60)
+    assert len(set(results.values())) == 1 and len(results) == 3
+    for i in (1, 2):
+        assert events[i] == ["waiting for another pull of tiny:latest", "success"]
+    assert not [f for f in store_files(store) if "tmp-" in f or "partial-" in f]
 
 
 def test_concurrent_pulls_and_deletes_keep_the_store_consistent(
