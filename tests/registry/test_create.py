@@ -1,6 +1,8 @@
 """registry.create: a model from an installed one, a file, a catalog name or an upload;
 quantized on the way; recorded with its provenance; nothing left behind on failure."""
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -233,3 +235,35 @@ def test_the_shown_modelfile_recreates_the_model(
     fresh = create(store, "fresh", parse_modelfile(text))
     assert fresh.manifest.source["created_from"] == str(tiny)
     assert recreated_fields(fresh.manifest) == recreated_fields(original.manifest)
+
+
+FULL_DISK_SCRIPT = """
+import resource, signal, sys
+from corral.registry.create import create
+from corral.registry.errors import CorralError
+from corral.registry.modelfile import Modelfile
+from corral.registry.store import Store
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))  # a disk that is full
+try:
+    create(Store(sys.argv[1]), "small", Modelfile(from_="base", quantize="Q8_0"))
+except CorralError as e:
+    print(e)
+"""
+
+
+def test_a_full_disk_while_quantizing_is_one_clear_line(store: Store, tiny: Path) -> None:
+    pull(store, str(tiny))
+    create(store, "base", Modelfile(from_="tiny"))
+    before = sorted(p.name for p in store.blobs.root.iterdir())
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_SCRIPT, str(store.home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (line,) = done.stdout.strip().splitlines()
+    assert line.startswith("I/O error while writing the Q8_0 model into "), done.stderr
+    assert line.endswith("free some space, or point CORRAL_HOME at a larger disk")
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in store.blobs.root.iterdir()) == before  # nothing left behind
