@@ -146,7 +146,7 @@ class Store:
             modified = path.stat().st_mtime
         except FileNotFoundError:
             raise CorruptModel(
-                f"model {name}: its file {blob.name} is missing; run `corral pull {name}` again"
+                f"model {name}: its file {blob.name} is missing; pull or create {name} again"
             ) from None
         return InstalledModel(
             name=str(name),

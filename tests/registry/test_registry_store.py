@@ -84,7 +84,7 @@ def test_corrupt_manifest_is_reported_and_its_blobs_kept(
 def test_missing_blob_is_a_clear_error(store: Store, tiny_gguf: Path) -> None:
     model = pull(store, str(tiny_gguf))
     model.model_path.unlink()
-    with pytest.raises(CorruptModel, match=r"is missing; run `corral pull"):
+    with pytest.raises(CorruptModel, match=r"is missing; pull or create tiny:latest again"):
         store.resolve(model.name)
 
 
