@@ -37,12 +37,7 @@ async def embeddings_handler(request: web.Request) -> web.Response:
     req = await read_request(request, EmbeddingsRequest)
     state = request.app[STATE]
     model = await state.resolve(req.model)
-    settings = settings_for(
-        req.options,
-        model.manifest.parameters,
-        state.config.num_ctx,
-        model.manifest.context_length,
-    )
+    settings = settings_for(req.options, model.manifest, state.config.num_ctx)
     keep_alive = None if req.keep_alive is None else parse_duration(req.keep_alive)
     if not req.prompt:
         await state.scheduler.preload(
@@ -56,12 +51,7 @@ async def embeddings_handler(request: web.Request) -> web.Response:
 async def embed_answer(state: DaemonState, req: EmbedRequest, started: int) -> EmbedResponse:
     check_dimensions(req.dimensions)
     model = await state.resolve(req.model)
-    settings = settings_for(
-        req.options,
-        model.manifest.parameters,
-        state.config.num_ctx,
-        model.manifest.context_length,
-    )
+    settings = settings_for(req.options, model.manifest, state.config.num_ctx)
     keep_alive = None if req.keep_alive is None else parse_duration(req.keep_alive)
     if not req.inputs:
         load_ns = await state.scheduler.preload(

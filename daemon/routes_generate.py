@@ -177,12 +177,7 @@ async def _prepare(
     state: DaemonState, req: GenerateRequest | ChatRequest
 ) -> tuple[InstalledModel, GenerationSettings, float | None]:
     model = await state.resolve(req.model)
-    settings = settings_for(
-        req.options,
-        model.manifest.parameters,
-        state.config.num_ctx,
-        model.manifest.context_length,
-    )
+    settings = settings_for(req.options, model.manifest, state.config.num_ctx)
     keep_alive = None if req.keep_alive is None else parse_duration(req.keep_alive)
     return model, settings, keep_alive
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from corral.client.api import Options, WireError
 from corral.daemon.errors import RequestError
+from corral.registry.manifest import Manifest
 from corral.runtime.sampling import SamplerOptions
 
 log = logging.getLogger(__name__)
@@ -53,18 +54,16 @@ def model_defaults(parameters: Mapping[str, Any]) -> Options:
 
 
 def settings_for(
-    request: Options | None,
-    parameters: Mapping[str, Any],
-    default_num_ctx: int,
-    context_length: int = 0,
+    request: Options | None, manifest: Manifest, default_num_ctx: int
 ) -> GenerationSettings:
-    """Merge and check; an out-of-range option raises RequestError (400). num_ctx is
-    capped at the model's trained `context_length` (0: unknown), as the runtime caps
-    it, so requests asking for more share one loaded copy."""
+    """The request's options over the model's parameters, checked: an out-of-range
+    option raises RequestError (400). num_ctx is capped at the model's trained context
+    length (when known), as the runtime caps it, so requests asking for more share one
+    loaded copy."""
     request = request or Options()
     if request.ignored:
         log.warning("ignoring unsupported option(s): %s", ", ".join(request.ignored))
-    defaults = model_defaults(parameters)
+    defaults = model_defaults(manifest.parameters)
     merged = request.merged_over(defaults)
     _check_bounds(merged)
     stop = tuple(dict.fromkeys((*(request.stop or ()), *(defaults.stop or ()))))
@@ -74,7 +73,7 @@ def settings_for(
     return GenerationSettings(
         sampler=SamplerOptions(**{k: v for k, v in sampler_values.items() if v is not None}),
         num_predict=-1 if merged.num_predict is None else merged.num_predict,
-        num_ctx=min(merged.num_ctx or default_num_ctx, context_length or sys.maxsize),
+        num_ctx=min(merged.num_ctx or default_num_ctx, manifest.context_length or sys.maxsize),
         stop=tuple(s for s in stop if s),
     )
 
