@@ -99,31 +99,34 @@ def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) 
     """Token ids of the rendered chat. When they do not fit the context window, the oldest
     messages are dropped, as Ollama does: system messages and the last message stay, and
     what is kept starts at a user message (templates such as Gemma's insist on it)."""
-    ids = encode(engine, render(engine, manifest, conversation))
-    if len(ids) < engine.num_ctx:
-        return ids
+    encoded: dict[int, list[int]] = {}  # the ids of the chat kept from message i on
+
+    def ids_from(start: int) -> list[int]:
+        if start not in encoded:
+            kept = [m for i, m in enumerate(conversation) if i >= start or m["role"] == "system"]
+            encoded[start] = encode(engine, render(engine, manifest, kept))
+        return encoded[start]
+
+    if len(ids_from(0)) < engine.num_ctx:
+        return encoded[0]
     starts = [i for i, m in enumerate(conversation) if i > 0 and m["role"] == "user"]
     if not starts or starts[-1] != len(conversation) - 1:
         starts.append(len(conversation) - 1)  # at worst the last message alone
-
-    def kept_from(start: int) -> Conversation:
-        return [m for i, m in enumerate(conversation) if i >= start or m["role"] == "system"]
-
-    lo, hi = 0, len(starts) - 1  # find the earliest start that fits; the last is the fallback
+    lo, hi = 0, len(starts) - 1  # the earliest start that fits; the last is the fallback
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(encode(engine, render(engine, manifest, kept_from(starts[mid])))) < engine.num_ctx:
+        if len(ids_from(starts[mid])) < engine.num_ctx:
             hi = mid
         else:
             lo = mid + 1
-    kept = kept_from(starts[lo])
     log.info(
-        "chat of %d tokens over num_ctx %d: dropped its %d oldest messages",
-        len(ids),
+        "chat of %d tokens over num_ctx %d: dropped messages before message %d of %d",
+        len(encoded[0]),
         engine.num_ctx,
-        len(conversation) - len(kept),
+        starts[lo],
+        len(conversation),
     )
-    return encode(engine, render(engine, manifest, kept))
+    return ids_from(starts[lo])
 
 
 def encode(engine: Engine, text: str) -> list[int]:
