@@ -23,7 +23,6 @@ pull statuses of a base being fetched, "quantizing F32 model to Q4_K_M",
 
 from __future__ import annotations
 
-import errno
 import threading
 import uuid
 from dataclasses import dataclass
@@ -33,7 +32,14 @@ from typing import Any
 from corral.registry.blobs import is_digest
 from corral.registry.catalog import Catalog
 from corral.registry.convert.pipeline import UNQUANTIZED
-from corral.registry.errors import CorralError, CorruptModel, ModelNotFound, PullCancelled, shown
+from corral.registry.errors import (
+    CorralError,
+    CorruptModel,
+    ModelNotFound,
+    PullCancelled,
+    io_error,
+    shown,
+)
 from corral.registry.gguf_info import check_gguf, summarize
 from corral.registry.manifest import Manifest
 from corral.registry.modelfile import Modelfile, ModelfileError
@@ -129,7 +135,7 @@ def _fetched(store: Store, mf: Modelfile, progress: ProgressFn, cancel: threadin
     try:
         fetched = parse_source(mf.from_).fetch(ctx)
     except OSError as e:  # disk full, permissions, a file vanishing under us
-        raise _io_error(f"bringing in {mf.from_}", e) from None
+        raise io_error(f"bringing in {mf.from_}", e) from None
     return _Base(fetched.digest, None, {**fetched.provenance, "created_from": mf.from_})
 
 
@@ -210,7 +216,7 @@ def _quantize(
             cancel=cancel,
         )
     except OSError as e:  # the store's disk full, most likely
-        raise _io_error(f"writing the {target} model into {store.blobs.root}", e) from None
+        raise io_error(f"writing the {target} model into {store.blobs.root}", e) from None
     finally:
         tmp.unlink(missing_ok=True)
     progress(PullProgress(f"creating new layer {new}"))
@@ -257,13 +263,3 @@ def _keep(value: str | None, old: str | None) -> str | None:
 def _unpin(store: Store, digests: list[str]) -> None:
     for digest in digests:
         store.blobs.unpin(digest)
-
-
-def _io_error(doing: str, error: OSError) -> CorralError:
-    """One line for an OSError: what was being done, the system's reason, which file; a
-    full disk (or a file size limit) says where room is needed."""
-    where = f" ({error.filename})" if error.filename else ""
-    hint = ""
-    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        hint = "; free some space, or point CORRAL_HOME at a larger disk"
-    return CorralError(f"I/O error while {doing}: {error.strerror or error}{where}{hint}")

@@ -6,6 +6,8 @@ the daemon sends it as `{"error": str(e)}` and the CLI prints it as is.
 
 from __future__ import annotations
 
+import errno
+
 NAME_GRAMMAR = "names look like [host/][namespace/]model[:tag], e.g. smollm2:135m"
 
 
@@ -70,3 +72,13 @@ class PullCancelled(CorralError):
 
     def __init__(self, message: str = "pull cancelled") -> None:
         super().__init__(message)
+
+
+def io_error(doing: str, error: OSError) -> CorralError:
+    """One line for an OSError: what was being done, the system's reason, which file; a
+    full disk (or a file size limit) says where room is needed."""
+    where = f" ({error.filename})" if error.filename else ""
+    hint = ""
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        hint = "; free some space, or point CORRAL_HOME at a larger disk"
+    return CorralError(f"I/O error while {doing}: {error.strerror or error}{where}{hint}")

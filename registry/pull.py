@@ -26,6 +26,7 @@ from corral.registry.errors import (
     PullCancelled,
     SourceError,
     SourceUnreachable,
+    io_error,
 )
 from corral.registry.gguf_info import summarize
 from corral.registry.manifest import Manifest
@@ -195,8 +196,7 @@ def _fetch(spec: str, ctx: FetchContext) -> Fetched:
     try:
         return source.fetch(ctx)
     except OSError as e:  # disk full, permissions, a file vanishing under us
-        where = f" ({e.filename})" if e.filename else ""
-        raise CorralError(f"I/O error while pulling {spec}: {e.strerror or e}{where}") from None
+        raise io_error(f"pulling {spec}", e) from None
 
 
 def _manifest(plan: PullPlan, fetched: Fetched, store: Store) -> Manifest:
