@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -173,14 +174,14 @@ class BlobStore:
         """Remove every `tmp-*` file, whatever its age: for the one process that owns the
         store (the daemon, at startup), they are left by a crash. Unlike `partial-*`
         downloads, they cannot be resumed."""
-        for p in self.root.glob("tmp-*"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                log.info("removed temporary file %s, left by a crash", p.name)
+        self._remove_stale(math.inf, ("tmp-",))
 
-    def _remove_stale(self, before: float) -> None:
+    def _remove_stale(
+        self, before: float, prefixes: tuple[str, ...] = ("tmp-", "partial-")
+    ) -> None:
+        """Remove the temporary files (`prefixes`) last written before `before`."""
         for p in self.root.iterdir():
-            if p.name.startswith(("tmp-", "partial-")):
+            if p.name.startswith(prefixes):
                 with contextlib.suppress(FileNotFoundError):
                     if p.stat().st_mtime < before:
                         p.unlink()
