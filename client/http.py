@@ -8,7 +8,8 @@
 Streaming methods return an iterator of wire responses; closing it (or
 stopping early) closes the connection, which stops the daemon's work.
 With `stream=False` they return the one aggregated response. HTTP errors
-raise `ResponseError`; nothing listening raises `DaemonNotRunning`.
+raise `ResponseError`; a stream cut before its end `StreamCut`; nothing listening
+raises `DaemonNotRunning` (client/errors.py).
 """
 
 from __future__ import annotations
@@ -47,40 +48,14 @@ from corral.client.api import (
 )
 from corral.client.endpoint import Endpoint
 from corral.client.endpoint import UnixHTTPConnection as UnixHTTPConnection  # re-exported
+from corral.client.errors import DaemonNotRunning as DaemonNotRunning  # re-exported
+from corral.client.errors import ResponseError as ResponseError
+from corral.client.errors import StreamCut as StreamCut
 
 W = TypeVar("W", bound=Wire)
 PING_TIMEOUT = 2.0
 HASH_CHUNK = 1 << 20
 STREAM_ERROR_STATUS = 500  # an {"error"} line after a 200: the failure happened mid-stream
-
-
-class DaemonNotRunning(ConnectionError):
-    """Nothing answers where the daemon should listen."""
-
-    def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
-        super().__init__(f"corral is not running at {endpoint} (start it with `corral serve`)")
-
-
-class ResponseError(Exception):
-    """The daemon answered with an error; `message` is its one-line explanation."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class StreamCut(ResponseError):
-    """A stream ended before its last message (done, or "success"): the daemon stopped or
-    the connection broke mid-answer. No HTTP status: `status` is -1."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            -1,
-            "the connection to corral closed before the answer was complete "
-            "(did the daemon stop? its log says)",
-        )
 
 
 class Client:
