@@ -104,8 +104,8 @@ async def delete_handler(request: web.Request) -> web.Response:
         log.warning("deleting %s: %s", req.model, e)
         digest = None  # nothing is loaded from it: loading needs a readable manifest
     await asyncio.to_thread(state.store.delete, req.model)
-    if digest is not None:
-        state.scheduler.unload(digest)
+    if digest is not None and not state.store.blobs.exists(digest):
+        state.scheduler.unload(digest)  # other names on the same blob keep it loaded
     return web.Response(status=200)
 
 

@@ -139,6 +139,13 @@ def test_unknown_options_are_ignored_with_a_warning(daemon: Daemon, tiny: str) -
     assert "ignoring unsupported option(s): mirostat" in daemon.log()
 
 
+def test_deleting_one_name_keeps_its_blob_loaded_for_the_others(daemon: Daemon, tiny: str) -> None:
+    daemon.client.generate(tiny, "", stream=False)  # loaded
+    daemon.client.copy(tiny, "alias-of-tiny")
+    daemon.client.delete("alias-of-tiny")
+    assert tiny in {m.name for m in daemon.client.ps().models}
+
+
 def test_delete_removes_the_model_and_its_blob(daemon: Daemon, tiny_gguf: Path) -> None:
     copy = tiny_gguf.with_name("doomed.gguf")
     copy.write_bytes(tiny_gguf.read_bytes() + b"")  # same blob as tiny: shared, kept
