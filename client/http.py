@@ -8,8 +8,9 @@
 Streaming methods return an iterator of wire responses; closing it (or
 stopping early) closes the connection, which stops the daemon's work.
 With `stream=False` they return the one aggregated response. HTTP errors
-raise `ResponseError`; a stream cut before its end `StreamCut`; nothing listening
-raises `DaemonNotRunning` (client/errors.py).
+raise `ResponseError` (an error mid-stream with the status the daemon gives it);
+a stream cut before its end `StreamCut`; nothing listening raises
+`DaemonNotRunning` (client/errors.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from corral.client.errors import StreamCut as StreamCut
 W = TypeVar("W", bound=Wire)
 PING_TIMEOUT = 2.0
 HASH_CHUNK = 1 << 20
-STREAM_ERROR_STATUS = 500  # an {"error"} line after a 200: the failure happened mid-stream
+STREAM_ERROR_STATUS = 500  # an {"error"} line after a 200 that names no status (Ollama's)
 
 
 class Client:
@@ -367,7 +368,9 @@ def _lines(
                 continue
             data = json.loads(line)
             if isinstance(data, dict) and "error" in data:
-                raise ResponseError(STREAM_ERROR_STATUS, str(data["error"]))
+                status = data.get("status")
+                status = status if isinstance(status, int) else STREAM_ERROR_STATUS
+                raise ResponseError(status, str(data["error"]))
             item = cls.from_dict(data)
             yield item
             if getattr(item, "done", False) is True or getattr(item, "status", "") == "success":

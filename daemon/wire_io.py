@@ -3,8 +3,9 @@
 A stream's HTTP status is decided by its first event: an error raised before
 it (unknown model, a model that fails to load) is answered with the proper
 status by the error middleware; an error after it becomes a last
-`{"error": ...}` line, as Ollama does. A client that goes away ends the
-stream, which closes the event source and so cancels its work.
+`{"error": ..., "status": ...}` line, as Ollama does (its `status` is corral's: the
+status the error would have had, for scripts; Ollama's clients ignore it). A client
+that goes away ends the stream, which closes the event source and so cancels its work.
 """
 
 from __future__ import annotations
@@ -90,8 +91,13 @@ async def stream_ndjson(request: web.Request, events: AsyncIterator[Wire]) -> we
         {"Content-Type": NDJSON},
         events,
         lambda event: (_line(event),),
-        lambda e: _line(ErrorResponse(error=error_body(e)[1])),
+        lambda e: _line(_error_line(e)),
     )
+
+
+def _error_line(error: Exception) -> ErrorResponse:
+    status, message = error_body(error)
+    return ErrorResponse(error=message, status=status)
 
 
 async def answer_progress(

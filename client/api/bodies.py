@@ -128,6 +128,9 @@ class DeleteRequest(Wire):
 @wire
 class ErrorResponse(Wire):
     error: str
+    # In an error line of a stream only (its status line already said 200): the status
+    # the error would have had. Ollama sends no such field; its clients ignore it.
+    status: int | None = None
 
 
 @wire

@@ -15,6 +15,7 @@ import ollama
 import openai
 import pytest
 
+from corral.client.http import ResponseError
 from serving import Daemon
 from tiny import write_tiny_llama
 
@@ -62,7 +63,7 @@ def test_an_error_mid_stream_is_a_last_ndjson_line(tcp_daemon: Daemon, broken: s
     assert status == 200  # the stream had begun
     *pieces, last = lines
     assert pieces and all(not p["done"] and p["response"] for p in pieces)
-    assert set(last) == {"error"} and "NaN" in last["error"]
+    assert set(last) == {"error", "status"} and "NaN" in last["error"]
     with ollama.Client(host=f"http://{tcp_daemon.env['CORRAL_HOST']}") as client:
         stream = client.generate(broken, PROMPT, options=SAMPLED, stream=True)
         with pytest.raises(ollama.ResponseError, match="NaN"):
@@ -109,3 +110,15 @@ def test_shutdown_mid_stream_reaches_openai_clients_as_an_error(tmp_path: Path) 
                 for _ in stream:
                     pass
         assert daemon.process.wait(30) == 0
+
+
+def test_a_pull_failing_mid_stream_raises_with_the_errors_own_status(
+    daemon: Daemon, file_server: tuple[Path, str]
+) -> None:
+    _, base = file_server
+    statuses = []
+    with pytest.raises(ResponseError) as caught:
+        for progress in daemon.client.pull(f"{base}/missing.gguf"):
+            statuses.append(progress.status)
+    assert statuses  # the stream had begun (status 200) before the download failed
+    assert caught.value.status == 400 and "404" in caught.value.message
