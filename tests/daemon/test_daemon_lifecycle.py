@@ -230,7 +230,10 @@ def test_sigterm_cuts_running_streams_short_and_exits(own_daemon: Daemon, tmp_pa
         while chunk := sock.recv(65536):
             received += chunk
     lines = [line for line in received.split(b"\n") if line.startswith(b"{")]
-    assert json.loads(lines[-1]) == {"error": "corral is shutting down; the answer was cut short"}
+    assert json.loads(lines[-1]) == {
+        "error": "corral is shutting down; the answer was cut short",
+        "status": 503,
+    }
     assert own_daemon.process.wait(30) == 0
     assert not own_daemon.socket_path.exists()
 
