@@ -179,7 +179,7 @@ def test_bad_sources_fail_clearly_and_leave_the_store_clean(
         status, body = daemon.post_json("/api/pull", {"model": source, "stream": stream})
         if stream:  # the stream began ("pulling manifest"): the error is its last line
             assert status == 200 and body[0] == {"status": "pulling manifest"}
-            assert set(body[-1]) == {"error"} and expected in body[-1]["error"]
+            assert set(body[-1]) == {"error", "status"} and expected in body[-1]["error"]
         else:
             assert status in (400, 422)
             assert expected in body["error"]
