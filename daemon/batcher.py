@@ -215,6 +215,7 @@ class Batcher:
                 s.stop,
                 job.cancel,
                 prefill_chunk=PREFILL_CHUNK,
+                num_ctx=s.num_ctx,
             )
         except Exception as e:
             job.fail(e)

@@ -1,7 +1,9 @@
 """Which models are in memory: load once, share, queue, keep for keep_alive, evict.
 
 Loaded models are keyed by blob digest and load options (num_ctx), so two
-names for one blob share one copy. A request holds a model through
+names for one blob share one copy. A request whose num_ctx is at most a loaded
+copy's uses that copy, its window enforced per request; only a larger num_ctx
+loads another (Ollama reloads on any change of num_ctx). A request holds a model through
 `Scheduler.use()`; while any request holds it, it is never evicted. When the
 last holder leaves, the latest request's keep_alive decides: 0 unloads now,
 a negative value (math.inf here) keeps it forever, anything else arms a timer.
@@ -102,7 +104,8 @@ class Scheduler:
                 self._release(model)
                 raise
         try:
-            yield Lease(model.engine, slot, model.batcher, time.perf_counter_ns() - started)
+            engine = model.engine.with_num_ctx(num_ctx)
+            yield Lease(engine, slot, model.batcher, time.perf_counter_ns() - started)
         finally:
             model.pool.give(slot)
             self._release(model)
@@ -163,7 +166,7 @@ class Scheduler:
         """Count the request as waiting unless its model is loaded (with a slot free)."""
         if self._closing:
             raise _shutting_down()
-        model = self._loaded.get(key)
+        model = self._covering(key)
         ready = model is not None and (model.pool.available or not needs_slot)
         if ready and not self._room_wanted:
             yield
@@ -192,7 +195,7 @@ class Scheduler:
         steady stream of requests to one model cannot starve a request for another."""
         seconds = self.default_keep_alive if keep_alive is None else keep_alive
         while True:
-            model = self._loaded.get(key)
+            model = self._covering(key)
             if model is not None and not self._room_wanted:
                 model.refs += 1
                 return self._take_over(model, name, seconds)
@@ -208,7 +211,7 @@ class Scheduler:
         try:
             if self._closing:
                 raise _shutting_down()
-            if key in self._loaded:
+            if self._covering(key) is not None:
                 return None
             size = await asyncio.to_thread(self._estimator, path, key.num_ctx, self.num_parallel)
             self._check_fits(size, name, key)
@@ -218,6 +221,18 @@ class Scheduler:
             if job is None:
                 self._load_lock.release()
         return await self._await_load(job)
+
+    def _covering(self, key: LoadKey) -> LoadedModel | None:
+        """The loaded copy of the blob for `key`: its own, else the one with the smallest
+        context window at least as large."""
+        if (model := self._loaded.get(key)) is not None:
+            return model
+        larger = [
+            m
+            for m in self._loaded.values()
+            if m.key.digest == key.digest and m.key.num_ctx >= key.num_ctx
+        ]
+        return min(larger, key=lambda m: m.key.num_ctx, default=None)
 
     async def _load_then_unlock(
         self, key: LoadKey, path: Path, name: str, size: int

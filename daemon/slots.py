@@ -162,7 +162,8 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class Lease:
-    """What a request holds while it generates: the engine, its slot, the model's batch
+    """What a request holds while it generates: the engine (with the request's context
+    window, which may be smaller than the loaded copy's), its slot, the model's batch
     loop, the load time."""
 
     engine: Engine
@@ -172,7 +173,7 @@ class Lease:
 
     @property
     def session(self) -> Session:
-        return self.slot.session_for(self.engine)
+        return self.slot.session_for(self.batcher.engine)  # sized for the loaded copy
 
 
 def _utc(seconds: float) -> datetime:

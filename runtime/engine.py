@@ -13,6 +13,7 @@ process the tokens that are new.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import platform
@@ -123,6 +124,14 @@ class Engine:
         log.info("loaded %s in %.2fs", path, time.perf_counter() - started)
         return cls(model, tokenizer, template, info, n_ctx, POOLINGS.get(pooling_type, "last"))
 
+    def with_num_ctx(self, num_ctx: int) -> Engine:
+        """This engine, the same weights, with another context window (capped at the
+        trained one) for the sessions it makes and the prompts fitted to it: a request
+        may use less of a loaded model's window without loading it again."""
+        view = copy.copy(self)
+        view.num_ctx = min(num_ctx, self.info.context_length)
+        return view
+
     def new_session(self, num_ctx: int | None = None) -> Session:
         return Session(self.model.new_cache(num_ctx or self.num_ctx))
 
@@ -194,18 +203,29 @@ class Engine:
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
         prefill_chunk: int = PREFILL_CHUNK,
+        num_ctx: int | None = None,
     ) -> Generation:
         """A Generation to drive with `step([...])` (or `prefill(gen)` for its whole
-        prompt first); its prompt runs `prefill_chunk` tokens a step."""
+        prompt first); its prompt runs `prefill_chunk` tokens a step. `num_ctx`: a
+        smaller context window than the session's, for this generation only."""
         if not prompt:
             raise ValueError("the prompt is empty: nothing to continue from")
-        if len(prompt) >= session.n_ctx:
+        window = min(session.n_ctx, num_ctx or session.n_ctx)
+        if len(prompt) >= window:
             raise ContextFull(
                 f"the prompt is {len(prompt)} tokens, more than the context window of "
-                f"{session.n_ctx}: shorten it or raise num_ctx"
+                f"{window}: shorten it or raise num_ctx"
             )
         return Generation(
-            session, self.tokenizer, prompt, prefill_chunk, options, num_predict, stop, cancel
+            session,
+            self.tokenizer,
+            prompt,
+            prefill_chunk,
+            options,
+            num_predict,
+            stop,
+            cancel,
+            n_ctx=window,
         )
 
     def prefill(self, generation: Generation) -> list[Event]:

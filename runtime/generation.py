@@ -74,8 +74,10 @@ class Generation:
         num_predict: int = -1,
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
+        n_ctx: int | None = None,  # the context window, if smaller than the session's cache
     ) -> None:
         self.session = session
+        self._n_ctx = min(session.cache.n_ctx, n_ctx or session.cache.n_ctx)
         self._tokenizer = tokenizer
         self._prompt = list(prompt)
         self._prefill_chunk = prefill_chunk
@@ -149,8 +151,7 @@ class Generation:
             return self._finish("stop", events)
         if 0 <= self._num_predict <= len(self._generated):  # not run: llama.cpp's way too
             return self._finish("length", events, unrun=(token,))
-        cache = self.session.cache
-        if cache.length >= cache.n_ctx:
+        if self.session.cache.length >= self._n_ctx:
             return self._finish("length", events)
         self.next_token = token
         return events

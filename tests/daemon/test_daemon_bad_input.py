@@ -153,6 +153,19 @@ def test_a_prompt_longer_than_the_context_is_400(daemon: Daemon, tiny: str) -> N
     assert "context window" in error_of(body)
 
 
+def test_a_small_num_ctx_is_kept_to_without_loading_another_copy(daemon: Daemon, tiny: str) -> None:
+    daemon.client.generate(tiny, "", stream=False)  # loaded with the full window
+    loads = daemon.log().count("loading ")
+    small = {"model": tiny, "raw": True, "stream": False, "options": {"num_ctx": 10}}
+    status, body, _ = daemon.raw("POST", "/api/generate", json.dumps(small | {"prompt": "w " * 40}))
+    assert status == 400 and "context window of 10" in error_of(body)
+    options = {"num_ctx": 10, "temperature": 0, "num_predict": 50}
+    answer = daemon.client.generate(tiny, "w w", raw=True, options=options, stream=False)
+    assert answer.done_reason == "length" and len(answer.context) == 10
+    assert daemon.log().count("loading ") == loads
+    assert [m.context_length for m in daemon.client.ps().models] == [256]
+
+
 def test_unknown_routes_and_methods_answer_json(daemon: Daemon) -> None:
     status, body, _ = daemon.raw("GET", "/api/nothing")
     assert status == 404 and "/api/nothing" in error_of(body)

@@ -74,12 +74,30 @@ def test_a_model_is_loaded_once_and_reused_with_its_session(models: tuple[Path, 
         async with s.use(a, "A", NUM_CTX) as first:
             pass
         async with s.use(a, "A", NUM_CTX) as second:
-            assert second.engine is first.engine
+            assert second.engine.model is first.engine.model
             assert second.session is first.session  # the conversation's KV cache is kept
         assert loader.calls == [a]
-        async with s.use(a, "A", NUM_CTX * 2):  # other load options: another copy
-            pass
+        async with s.use(a, "A", NUM_CTX * 2) as larger:  # a larger window: another copy
+            assert larger.engine.model is not first.engine.model
         assert len(loader.calls) == 2
+
+    run(test)
+
+
+def test_a_smaller_window_uses_a_loaded_copy_with_a_larger_one(models: tuple[Path, Path]) -> None:
+    a, _ = models
+    loader = RecordingLoader()
+
+    async def test() -> None:
+        s = scheduler(loader)
+        async with s.use(a, "A", NUM_CTX) as loaded:
+            pass
+        async with s.use(a, "A", NUM_CTX // 4) as smaller:
+            assert smaller.engine.model is loaded.engine.model
+            assert smaller.engine.num_ctx == NUM_CTX // 4  # what its prompt must fit
+            assert smaller.session.n_ctx == NUM_CTX  # the loaded copy's cache
+        assert loader.calls == [a]
+        assert [m.num_ctx for m in s.loaded()] == [NUM_CTX]
 
     run(test)
 

@@ -91,6 +91,18 @@ def test_prompt_longer_than_context_is_refused(engine: Engine) -> None:
         list(engine.generate(engine.new_session(num_ctx=8), list(range(10, 30))))
 
 
+def test_a_generation_keeps_to_a_window_smaller_than_its_sessions(engine: Engine) -> None:
+    session = engine.new_session(num_ctx=64)
+    with pytest.raises(ContextFull, match="context window of 12"):
+        engine.start_generation(session, list(range(10, 22)), num_ctx=12)
+    gen = engine.start_generation(session, [5, 6, 7], SamplerOptions(temperature=0), num_ctx=12)
+    events = engine.prefill(gen)
+    while gen.next_token is not None:
+        events = engine.step([gen])[0]
+    (done,) = [e for e in events if isinstance(e, Done)]
+    assert done.reason == "length" and session.cache.length == 12
+
+
 def test_unknown_architecture_is_named(tmp_path: Path) -> None:
     path = write_tiny_llama(tmp_path / "t.gguf")
     data = path.read_bytes().replace(b"llama", b"zzzzz", 1)  # general.architecture value
