@@ -68,7 +68,12 @@ SETTINGS: tuple[Setting, ...] = (
         "extra browser origins allowed, comma-separated, * wildcards (localhost always is)",
     ),
     Setting(ENV_KEEP_ALIVE, "5m", "how long an idle model stays loaded (0 unloads, -1 forever)"),
-    Setting("CORRAL_NUM_CTX", str(DEFAULT_NUM_CTX), "default context window (tokens)"),
+    Setting(
+        "CORRAL_NUM_CTX",
+        str(DEFAULT_NUM_CTX),
+        "default context window (tokens); a request asking for less uses a loaded copy "
+        "with a larger window, with no reload",
+    ),
     Setting("CORRAL_MAX_LOADED_MODELS", str(DEFAULT_MAX_LOADED), "models kept in memory at once"),
     Setting(
         "CORRAL_MAX_MEMORY",
