@@ -85,7 +85,9 @@ class Client:
         return True
 
     def version(self) -> str:
-        return self._call("GET", "/api/version", None, VersionResponse).version
+        """The daemon's corral version (an Ollama server: the Ollama version)."""
+        answer = self._call("GET", "/api/version", None, VersionResponse)
+        return answer.corral or answer.version
 
     def list(self) -> ListResponse:
         return self._call("GET", "/api/tags", None, ListResponse)

@@ -135,7 +135,8 @@ class ErrorResponse(Wire):
 
 @wire
 class VersionResponse(Wire):
-    version: str
+    version: str  # the Ollama release whose API corral answers (clients check it)
+    corral: str | None = None  # corral's own version
 
 
 @wire

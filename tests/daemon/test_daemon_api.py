@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib import metadata
 from pathlib import Path
 
@@ -27,7 +28,12 @@ def test_root_answers_get_and_head(daemon: Daemon) -> None:
     assert (status, body) == (200, b"")
 
 
-def test_version_is_the_installed_distribution(daemon: Daemon) -> None:
+def test_version_is_an_ollama_release_and_the_installed_distribution(daemon: Daemon) -> None:
+    status, body, _ = daemon.raw("GET", "/api/version")
+    answer = json.loads(body)
+    assert status == 200 and answer["corral"] == metadata.version("corral")
+    ollama_release = tuple(int(part) for part in answer["version"].split("."))
+    assert ollama_release >= (0, 6, 4)  # the minimum VS Code's Copilot accepts
     assert daemon.client.version() == metadata.version("corral")
 
 
