@@ -147,7 +147,8 @@ def continue_context(engine: Engine, context: Sequence[int], text: str) -> list[
             "send back the context of an answer from the same model"
         )
     bos = engine.template.bos_token
-    text = text.removeprefix(bos) if bos else text
+    if bos and engine.tokenizer.add_bos:  # a template's BOS starts a sequence, not a turn
+        text = text.removeprefix(bos)
     return [*context, *engine.tokenizer.encode(text, add_special=False, parse_special=True)]
 
 

@@ -15,6 +15,8 @@ import openai
 import pytest
 import xllamacpp
 
+from corral.runtime.gguf import GGUFFile
+
 pytestmark = pytest.mark.slow
 
 TEXT = "The sky is blue because of Rayleigh scattering."
@@ -58,6 +60,15 @@ def test_smollm2_through_both_clients(
         name = installed.removeprefix("installed as ")
         raw = np.array(native.embeddings(name, TEXT).embedding)
         unit = np.array(native.embed(name, TEXT).embeddings[0])
+        options = {"temperature": 0, "num_predict": 4}
+        first = native.generate(name, "Name a colour.", options=options)
+        second = native.generate(name, "Another?", context=first.context, options=options)
+    turn = second.context[len(first.context) :]  # the second turn's prompt, then its answer
+    with GGUFFile.open(smollm2_path) as gguf:
+        tokens = gguf.metadata["tokenizer.ggml.tokens"]
+    # SmolLM2's BOS text is <|im_start|>, which its template writes at every turn's start
+    # (it adds no BOS itself): the continued turn keeps it
+    assert tokens[turn[0]] == "<|im_start|>"
 
     with openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
         answer = client.chat.completions.create(
