@@ -40,6 +40,8 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("tools", "tool calling ('tools') is not supported yet"),
     ("template", "a request 'template' is not supported yet: corral uses the model's template"),
     ("think", "thinking ('think') is not supported: corral has no thinking models yet"),
+    ("logprobs", "log probabilities ('logprobs') are not supported yet"),
+    ("top_logprobs", "log probabilities ('top_logprobs') are not supported yet"),
 )
 
 
@@ -50,10 +52,18 @@ def refuse_unsupported(request: GenerateRequest | ChatRequest) -> None:
     for message in getattr(request, "messages", ()):
         if message.images:
             raise RequestError(dict(UNSUPPORTED)["images"])
-    if getattr(request, "raw", False) and getattr(request, "context", None):
-        raise RequestError("raw mode does not support 'context': send the whole prompt instead")
+    if getattr(request, "raw", False):
+        _check_raw(request)  # type: ignore[arg-type]
     if getattr(request, "suffix", None):
         _check_infill(request)  # type: ignore[arg-type]
+
+
+def _check_raw(request: GenerateRequest) -> None:
+    """What raw mode (the prompt sent as is, no template) cannot be combined with."""
+    if request.context:
+        raise RequestError("raw mode does not support 'context': send the whole prompt instead")
+    if request.system:
+        raise RequestError("raw mode does not support 'system': put it in the prompt yourself")
 
 
 def _check_infill(request: GenerateRequest) -> None:

@@ -92,7 +92,7 @@ async def generate_events(
             model=req.model,
             created_at=now_rfc3339(),
             done=True,
-            context=finished.context if finished else None,
+            context=finished.context if finished and not req.raw else None,  # as Ollama
             **_final_fields(finished, keep_alive),
         )
 

@@ -77,6 +77,8 @@ class GenerateRequest(Wire):
     format: Any = None
     images: tuple[str, ...] | None = None
     think: Any = None  # newer Ollama clients send it; refused when set (daemon/prompts.py)
+    logprobs: Any = None  # refused when set, as `think`
+    top_logprobs: Any = None
     keep_alive: str | float | None = None
     options: Options | None = None
 
@@ -92,6 +94,8 @@ class ChatRequest(Wire):
     format: Any = None
     tools: tuple[Any, ...] | None = None
     think: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
     keep_alive: str | float | None = None
     options: Options | None = None
 

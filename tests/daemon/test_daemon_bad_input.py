@@ -159,9 +159,9 @@ def test_a_small_num_ctx_is_kept_to_without_loading_another_copy(daemon: Daemon,
     small = {"model": tiny, "raw": True, "stream": False, "options": {"num_ctx": 10}}
     status, body, _ = daemon.raw("POST", "/api/generate", json.dumps(small | {"prompt": "w " * 40}))
     assert status == 400 and "context window of 10" in error_of(body)
-    options = {"num_ctx": 10, "temperature": 0, "num_predict": 50}
-    answer = daemon.client.generate(tiny, "w w", raw=True, options=options, stream=False)
-    assert answer.done_reason == "length" and len(answer.context) == 10
+    options = {"num_ctx": 30, "temperature": 0, "num_predict": 50}
+    answer = daemon.client.generate(tiny, "w w", options=options, stream=False)
+    assert answer.done_reason == "length" and len(answer.context) == 30
     assert daemon.log().count("loading ") == loads
     assert [m.context_length for m in daemon.client.ps().models] == [256]
 

@@ -47,7 +47,8 @@ def test_the_infill_prompt_is_prefix_suffix_middle_in_llama_cpp_order(fim_daemon
     # the same tokens written out by hand, in raw mode (special tokens parsed from the text)
     literal = f"<|fim_prefix|>{PREFIX}<|fim_suffix|>{SUFFIX}<|fim_middle|>"
     raw = generate(fim_daemon, prompt=literal, raw=True)
-    assert fim["context"] == raw["context"]
+    assert "context" not in raw  # as Ollama: raw answers carry none
+    # 12 greedy tokens alike (the same prompt); the prompt's shape is checked below
     assert fim["response"] == raw["response"] and fim["eval_count"] == GREEDY["num_predict"]
     prompt = fim["context"][: len(fim["context"]) - fim["eval_count"]]
     assert prompt[0] == PRE and prompt[-1] == MID and prompt.count(SUF) == 1
