@@ -3,7 +3,8 @@
 Loaded models are keyed by blob digest and load options (num_ctx), so two
 names for one blob share one copy. A request whose num_ctx is at most a loaded
 copy's uses that copy, its window enforced per request; only a larger num_ctx
-loads another (Ollama reloads on any change of num_ctx). A request holds a model through
+loads another, which then replaces the smaller copies (they unload once idle), so a
+model is loaded once (Ollama reloads on any change of num_ctx). A request holds a model through
 `Scheduler.use()`; while any request holds it, it is never evicted. When the
 last holder leaves, the latest request's keep_alive decides: 0 unloads now,
 a negative value (math.inf here) keeps it forever, anything else arms a timer.
@@ -222,17 +223,24 @@ class Scheduler:
                 self._load_lock.release()
         return await self._await_load(job)
 
+    def _retire_smaller(self, key: LoadKey) -> None:
+        """Copies of the blob with a smaller window than the one just loaded for `key`
+        go (now if idle, else when released): the new copy serves their requests."""
+        for model in list(self._loaded.values()):
+            if model.key.digest == key.digest and model.key.num_ctx < key.num_ctx:
+                model.stale = True
+                if model.refs == 0:
+                    self._unload(model)
+
     def _covering(self, key: LoadKey) -> LoadedModel | None:
-        """The loaded copy of the blob for `key`: its own, else the one with the smallest
-        context window at least as large."""
-        if (model := self._loaded.get(key)) is not None:
-            return model
-        larger = [
+        """The loaded copy of the blob with the smallest context window at least `key`'s,
+        one that is staying before one on its way out (stopped, or replaced by a larger)."""
+        fitting = [
             m
             for m in self._loaded.values()
             if m.key.digest == key.digest and m.key.num_ctx >= key.num_ctx
         ]
-        return min(larger, key=lambda m: m.key.num_ctx, default=None)
+        return min(fitting, key=lambda m: (m.stale, m.key.num_ctx), default=None)
 
     async def _load_then_unlock(
         self, key: LoadKey, path: Path, name: str, size: int
@@ -249,6 +257,7 @@ class Scheduler:
             )
             model.refs = 1
             self._loaded[key] = model
+            self._retire_smaller(key)
             if this in self._abandoned:
                 self._release(model)
             return model

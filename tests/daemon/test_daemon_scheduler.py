@@ -80,6 +80,9 @@ def test_a_model_is_loaded_once_and_reused_with_its_session(models: tuple[Path, 
         async with s.use(a, "A", NUM_CTX * 2) as larger:  # a larger window: another copy
             assert larger.engine.model is not first.engine.model
         assert len(loader.calls) == 2
+        assert [m.num_ctx for m in s.loaded()] == [NUM_CTX * 2]  # which replaced the first
+        async with s.use(a, "A", NUM_CTX) as smaller:
+            assert smaller.engine.model is larger.engine.model
 
     run(test)
 
@@ -98,6 +101,21 @@ def test_a_smaller_window_uses_a_loaded_copy_with_a_larger_one(models: tuple[Pat
             assert smaller.session.n_ctx == NUM_CTX  # the loaded copy's cache
         assert loader.calls == [a]
         assert [m.num_ctx for m in s.loaded()] == [NUM_CTX]
+
+    run(test)
+
+
+def test_a_busy_smaller_copy_goes_when_its_request_ends(models: tuple[Path, Path]) -> None:
+    a, _ = models
+
+    async def test() -> None:
+        s = scheduler(RecordingLoader(), max_loaded=2)
+        async with s.use(a, "A", NUM_CTX):
+            async with s.use(a, "A", NUM_CTX * 2):
+                stopping = {m.num_ctx: m.stopping for m in s.loaded()}
+                assert stopping == {NUM_CTX: True, NUM_CTX * 2: False}
+            assert len(s.loaded()) == 2  # still answering its request
+        assert [m.num_ctx for m in s.loaded()] == [NUM_CTX * 2]
 
     run(test)
 
