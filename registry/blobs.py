@@ -140,6 +140,14 @@ class BlobStore:
         with self._lock:
             self._pins[digest] += 1
 
+    def pin_if_stored(self, digest: str) -> bool:
+        """Pin `digest` if its blob is stored (a pull then needs not fetch it again)."""
+        with self._lock:
+            if not self.path(digest).is_file():
+                return False
+            self._pins[digest] += 1
+            return True
+
     def unpin(self, digest: str) -> None:
         with self._lock:
             self._pins[digest] -= 1

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from corral.registry.catalog import Catalog, Recipe
 from corral.registry.errors import (
@@ -29,6 +30,7 @@ from corral.registry.errors import (
     io_error,
 )
 from corral.registry.gguf_info import summarize
+from corral.registry.httpio import redact
 from corral.registry.manifest import Manifest
 from corral.registry.names import ModelName
 from corral.registry.progress import ProgressFn, PullProgress
@@ -84,7 +86,7 @@ def pull(
     plan = plan_pull(store, name)
     with _one_pull_at_a_time(store, plan.target, emit, cancel) as waited:
         installed = _installed(store, plan.target)
-        if installed is not None and (waited or _up_to_date(installed, plan)):
+        if installed is not None and (waited or _up_to_date(installed, plan, emit)):
             emit(PullProgress("success"))  # up to date, or just pulled by the pull we awaited
             return installed
         return _pull_now(store, plan, emit, cancel)
@@ -144,13 +146,14 @@ def _installed(store: Store, name: ModelName) -> InstalledModel | None:
         return None
 
 
-def _up_to_date(installed: InstalledModel, plan: PullPlan) -> bool:
+def _up_to_date(installed: InstalledModel, plan: PullPlan, emit: ProgressFn) -> bool:
     """Whether pulling again would change nothing: the model is what its recipe makes
-    (not, say, another model copied onto the name), or a source already fetched. A local
-    file may have changed since it was imported, so it is always imported again."""
+    (not, say, another model copied onto the name), or what this very source gave
+    (`_source_unchanged`). A local file may have changed since it was imported, so it is
+    always imported again."""
     recipe, manifest = plan.recipe, installed.manifest
     if recipe is None:
-        return not isinstance(parse_source(plan.sources[0]), LocalSource)
+        return _source_unchanged(parse_source(plan.sources[0]), manifest.source, emit)
     made = (
         dict(recipe.parameters),
         recipe.template,
@@ -166,6 +169,25 @@ def _up_to_date(installed: InstalledModel, plan: PullPlan) -> bool:
         [dict(m) for m in manifest.messages],
     )
     return "recipe" in manifest.source and made == have
+
+
+def _source_unchanged(source: Source, recorded: dict[str, Any], emit: ProgressFn) -> bool:
+    """Whether the installed model came from `source` as it stands: the same source as
+    written (another URL, revision, hash or quantization is another model) and, for a hub
+    repository not pinned to that commit, the commit its branch points to now (Ollama
+    checks for a newer model on every pull). A hub that cannot answer leaves the
+    installed model in place, saying so."""
+    if isinstance(source, LocalSource) or recorded.get("source") != redact(source.spec):
+        return False
+    current_revision = getattr(source, "current_revision", None)
+    revision = recorded.get("revision")
+    if current_revision is None or (revision and revision == source.revision):
+        return True  # a URL, a wheel version, a commit: fixed by the source itself
+    try:
+        return bool(current_revision() == revision)
+    except CorralError as e:
+        emit(PullProgress(f"cannot check for a newer version ({e}); keeping the installed one"))
+        return True
 
 
 def _fetch_first(plan: PullPlan, ctx: FetchContext) -> Fetched:

@@ -63,8 +63,14 @@ class HfSource(RepoSource):
                 raise
             blob = self._blob(self.repo_id, self.revision or "main")
             return blob.store_gguf(cached, None, self.filename, ctx)
-        got = hub.fetch(f, commit, ctx, location)
-        return self._blob(f"{self.repo_id}@{commit[:12]}", commit).gguf(got, f.path, ctx)
+        blob = self._blob(f"{self.repo_id}@{commit[:12]}", commit)
+        if (stored := blob.stored(f.sha256, f.path, ctx)) is not None:
+            return stored
+        return blob.gguf(hub.fetch(f, commit, ctx, location), f.path, ctx)
+
+    def current_revision(self) -> str:
+        """The commit the source's revision (the default branch if none) points to now."""
+        return Hub(self.repo_id, self.revision).commit()
 
     def _blob(self, where: str, commit: str) -> RepoBlob:
         return RepoBlob(

@@ -133,10 +133,20 @@ class RepoBlob:
     ) -> Fetched:
         if model_files(files):
             path = pick_gguf(files, self.tag, self.repo_id)
+            if (stored := self.stored(files[path].sha256, path, ctx)) is not None:
+                return stored
             return self.gguf(hub.fetch(files[path], revision, ctx), path, ctx)
         if has_weights(files):
             return self.checkpoint(hub, files, revision, ctx)
         raise SourceError(no_weights_message(self.where, list(files)))
+
+    def stored(self, sha: str | None, name: str, ctx: FetchContext) -> Fetched | None:
+        """The file as a blob already in the store (same sha256: verified, checked when it
+        came in), pinned; None if it is not there."""
+        if sha is None or not ctx.blobs.pin_if_stored(f"sha256:{sha}"):
+            return None
+        ctx.progress(PullProgress(f"{Path(name).name} is already stored", digest=f"sha256:{sha}"))
+        return Fetched(f"sha256:{sha}", self.base | {"file": name, "sha256": sha})
 
     def gguf(self, got: LocalCopy, name: str, ctx: FetchContext) -> Fetched:
         """Store a fetched GGUF file (a partial file is consumed, a cached one left alone)."""

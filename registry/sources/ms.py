@@ -54,7 +54,13 @@ class MsSource(RepoSource):
         f = files.get(self.filename)
         if f is None:
             raise SourceError(f"{self.filename} not found in {blob.where} on {host(hub.endpoint)}")
+        if (stored := blob.stored(f.sha256, f.path, ctx)) is not None:
+            return stored
         return blob.gguf(hub.fetch(f, revision, ctx), f.path, ctx)
+
+    def current_revision(self) -> str:
+        """The revision the source names (the default if none), as the hub resolves it now."""
+        return MsHub(self.repo_id, self.revision).resolve()
 
     def _offline(self, hub: MsHub, folder: Path, ctx: FetchContext) -> Fetched:
         """The hub is unreachable: the snapshot the modelscope client left in its cache."""

@@ -59,6 +59,9 @@ class UrlSource:
         return urllib.parse.urlsplit(self.url).netloc.rsplit("@", 1)[-1]
 
     def fetch(self, ctx: FetchContext) -> Fetched:
+        if self.sha256 and ctx.blobs.pin_if_stored(f"sha256:{self.sha256}"):
+            ctx.progress(PullProgress("already stored", digest=f"sha256:{self.sha256}"))
+            return Fetched(f"sha256:{self.sha256}", self._provenance(self.sha256))
         key = self.sha256 or hashlib.sha256(self.url.encode()).hexdigest()
         partial = ctx.blobs.partial_path(f"url-{key}")
         digest = f"sha256:{self.sha256}" if self.sha256 else None
@@ -87,11 +90,13 @@ class UrlSource:
             )
         finally:
             partial.unlink(missing_ok=True)
-        provenance = {
+        return Fetched(stored, self._provenance(sha))
+
+    def _provenance(self, sha: str) -> dict[str, object]:
+        return {
             "source": redact(self.spec),
             "kind": "url",
             "url": redact(self.url),
             "sha256": sha,
             "verified": self.sha256 is not None,
         }
-        return Fetched(stored, provenance)

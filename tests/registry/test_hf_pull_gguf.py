@@ -135,3 +135,58 @@ def test_bad_urls(spec: str) -> None:
 
     with pytest.raises(SourceError):
         parse_source(spec)
+
+
+def test_pulling_again_fetches_nothing_until_the_repo_has_a_new_commit(
+    store: Store, gguf_repo: Path, local_hub: LocalHub
+) -> None:
+    spec, key = f"hf.co/{REPO}", f"{REPO}/Tiny-Q4_K_M.gguf"
+    first = pull(store, spec)
+    size = local_hub.sent[key]
+    assert size > 0
+    assert pull(store, spec).manifest.model == first.manifest.model
+    assert local_hub.sent[key] == size  # asked for the commit, fetched nothing
+    (gguf_repo / "Tiny-Q4_K_M.gguf").write_bytes((gguf_repo / "Tiny-Q8_0.gguf").read_bytes())
+    local_hub.repos[REPO].scan()  # a new commit upstream
+    newer = pull(store, spec)
+    assert newer.manifest.model == f"sha256:{sha256(gguf_repo / 'Tiny-Q8_0.gguf')}"
+    assert newer.manifest.source["revision"] == local_hub.repos[REPO].commit
+
+
+def test_another_source_under_an_installed_name_is_pulled(
+    store: Store, gguf_repo: Path, local_hub: LocalHub
+) -> None:
+    pull(store, f"hf://{REPO}")
+    with pytest.raises(SourceError, match="revision deadbeef"):
+        pull(store, f"hf://{REPO}@deadbeef")  # same name, another revision: checked
+    base = f"{local_hub.url}/{REPO}/resolve/main"
+    pull(store, f"{base}/Tiny-Q8_0.gguf")
+    file = gguf_repo / "Tiny-F16.gguf"
+    with pytest.raises(CorruptModel, match="sha256 mismatch"):
+        pull(store, f"{base}/Tiny-Q8_0.gguf#sha256={sha256(file)}")  # another hash: checked
+
+
+def test_a_file_already_stored_is_not_downloaded_again(
+    store: Store, gguf_repo: Path, local_hub: LocalHub
+) -> None:
+    file = gguf_repo / "Tiny-Q8_0.gguf"
+    first = pull(store, f"hf.co/{REPO}:Q8_0")
+    sent = sum(local_hub.sent.values())
+    url = f"{local_hub.url}/{REPO}/resolve/main/{file.name}#sha256={sha256(file)}"
+    for spec in (f"hf://{REPO}/{file.name}", f"hf://{REPO}:tiny-q8_0.gguf", url):
+        again = pull(store, spec)
+        assert again.manifest.model == first.manifest.model and again.name != first.name
+    assert sum(local_hub.sent.values()) == sent
+
+
+def test_an_unreachable_hub_keeps_the_installed_model(
+    store: Store, gguf_repo: Path, local_hub: LocalHub, refused_port: int, monkeypatch
+) -> None:
+    spec = f"hf.co/{REPO}"
+    installed = pull(store, spec)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
+    said: list[str] = []
+    again = pull(store, spec, progress=lambda p: said.append(p.status))
+    assert again.manifest == installed.manifest
+    assert any(s.startswith("cannot check for a newer version") for s in said), said
+    assert said[-1] == "success"
