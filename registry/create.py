@@ -106,9 +106,18 @@ def _resolve(store: Store, mf: Modelfile, progress: ProgressFn, cancel: threadin
         raise ModelfileError(
             "no 'from': say which model to start from (a name, a GGUF file or a source)"
         )
-    if is_direct_source(mf.from_):
+    if is_direct_source(mf.from_) and not _is_installed(store, mf.from_):
         return _fetched(store, mf, progress, cancel)
     return _installed(store, mf.from_, progress, cancel)
+
+
+def _is_installed(store: Store, text: str) -> bool:
+    """Whether `text` names an installed model (an `hf.co/org/repo:tag` pulled before is
+    used as it is, as in Ollama, not fetched again)."""
+    try:
+        return store.find(ModelName.parse(text)) is not None
+    except CorralError:  # not a model name (a file, a URL) or a broken install
+        return False
 
 
 def _installed(store: Store, text: str, progress: ProgressFn, cancel: threading.Event) -> _Base:

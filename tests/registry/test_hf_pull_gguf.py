@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.registry.create import create
 from corral.registry.errors import CorruptModel, SourceError, SourceUnreachable
+from corral.registry.modelfile import Modelfile
 from corral.registry.pull import pull, pull_target
 from corral.registry.sources import is_direct_source
 from corral.registry.sources.hf_pick import pick_gguf, quant_of
@@ -190,3 +192,13 @@ def test_an_unreachable_hub_keeps_the_installed_model(
     assert again.manifest == installed.manifest
     assert any(s.startswith("cannot check for a newer version") for s in said), said
     assert said[-1] == "success"
+
+
+def test_create_from_an_installed_hub_model_uses_it_as_it_is(
+    store: Store, gguf_repo: Path, local_hub: LocalHub, refused_port: int, monkeypatch
+) -> None:
+    installed = pull(store, f"hf.co/{REPO}:Q8_0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")  # hub gone
+    mine = create(store, "mine", Modelfile(from_=installed.name, system="Be brief."))
+    assert mine.manifest.model == installed.manifest.model
+    assert mine.manifest.source["created_from"] == installed.name
