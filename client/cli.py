@@ -262,12 +262,16 @@ def rm(models: tuple[str, ...]) -> None:
 @main.command(help=provisioning.HELP, short_help="Bring this machine to a declared set of models.")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
-def provision(file: Path, dry_run: bool) -> None:
+@click.option(
+    "--update", is_flag=True, help="Pull installed models again: fetch what changed upstream."
+)
+def provision(file: Path, dry_run: bool, update: bool) -> None:
     try:
         spec = provisioning.load_spec(file)
     except provisioning.ProvisionError as e:
         raise click.ClickException(str(e)) from None
-    report = provisioning.Provisioner(connect(), spec, dry_run=dry_run).run()
+    client = connect()
+    report = provisioning.Provisioner(client, spec, dry_run=dry_run, update=update).run()
     click.echo(report.summary())
     if report.failed:
         raise click.exceptions.Exit(1)

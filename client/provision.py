@@ -12,8 +12,11 @@ The file (read with yaml.safe_load; unknown keys are refused, to catch typos):
     prune: false                   # true: remove installed models not named above
 
 Running it again changes nothing (a model already installed under its name is
-left as it is). Every step is reported on stdout with a summary; any failure
-makes the exit status 1, after every other step has been tried.
+left as it is; `--update` pulls each again, which fetches only what changed
+upstream or in its `from`). A name declared twice, or both as a model and an
+alias, is refused; names the daemon refuses fail before anything is pulled.
+Every step is reported on stdout with a summary; any failure makes the exit
+status 1, after every other step has been tried.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ HELP = """Bring this machine to the set of models FILE declares.
 
 Pulls what is missing, gives models their aliases (with cp), and with
 `prune: true` removes installed models the file does not name. Running it
-again changes nothing. Prints each step and a summary; exits 1 if any step
-failed (after trying all the others).
+again changes nothing; with --update, installed models are pulled again
+(only what changed upstream, or in their `from`, is fetched). Prints each
+step and a summary; exits 1 if any step failed (after trying all the others).
 
 \b
 FILE (YAML):
@@ -119,7 +123,25 @@ def parse_spec(data: Any, path: Path) -> Spec:
     if not isinstance(prune, bool):
         raise fail("prune", "must be true or false")
     pairs = tuple((canonical(a), canonical(m)) for a, m in aliases.items())
+    _check_each_name_once(models, pairs, fail)
     return Spec(models=models, aliases=pairs, prune=prune)
+
+
+def _check_each_name_once(
+    models: tuple[Wanted, ...],
+    aliases: tuple[tuple[str, str], ...],
+    fail: Callable[..., ProvisionError],
+) -> None:
+    """A name declared twice, or both as a model and as an alias, would make each run
+    undo the other's work: refused."""
+    seen: dict[str, str] = {}
+    for i, wanted in enumerate(models):
+        if wanted.name in seen:
+            raise fail(f"models[{i}]", f"{wanted.name} is already declared by {seen[wanted.name]}")
+        seen[wanted.name] = f"models[{i}]"
+    for alias, _ in aliases:
+        if alias in seen:
+            raise fail(f"aliases: {alias}", f"the name is already declared by {seen[alias]}")
 
 
 def _wanted(entry: Any, where: str, path: Path, fail: Callable[..., ProvisionError]) -> Wanted:
@@ -165,20 +187,38 @@ class Provisioner:
     client: Client
     spec: Spec
     dry_run: bool = False
+    update: bool = False  # pull installed models again (a no-op for those up to date)
     report: Report = field(default_factory=Report)
 
     def run(self) -> Report:
         before = self._installed()
+        invalid = self._invalid_names(before)
         for wanted in self.spec.models:
-            self._step(wanted.name, lambda w=wanted: self._ensure(w, before))
+            if wanted.name not in invalid:
+                self._step(wanted.name, lambda w=wanted: self._ensure(w, before))
         now = before if self.dry_run else self._installed()
         for alias, target in self.spec.aliases:
-            self._step(alias, lambda a=alias, t=target: self._alias(a, t, now))
+            if alias not in invalid:
+                self._step(alias, lambda a=alias, t=target: self._alias(a, t, now))
         if self.spec.prune:
             keep = {w.name for w in self.spec.models} | set(chain(*self.spec.aliases))
             for name in sorted(set(now) - keep):
                 self._step(name, lambda n=name: self._remove(n))
         return self.report
+
+    def _invalid_names(self, installed: dict[str, str]) -> set[str]:
+        """The declared names the daemon refuses (asked before anything is pulled), each
+        reported as failed."""
+        invalid = set()
+        declared = [w.name for w in self.spec.models] + [a for a, _ in self.spec.aliases]
+        for name in (n for n in declared if n not in installed):
+            try:
+                self.client.show(name)
+            except ResponseError as e:
+                if e.status == 400:  # 404 is fine: not installed yet
+                    invalid.add(name)
+                    self.report.add("failed", f"{name}: {e.message}")
+        return invalid
 
     def _installed(self) -> dict[str, str]:
         return {canonical(m.name): m.digest for m in self.client.list().models}
@@ -190,12 +230,14 @@ class Provisioner:
             self.report.add("failed", f"{what}: {e.message}")
 
     def _ensure(self, wanted: Wanted, before: dict[str, str]) -> None:
-        if wanted.name in before:
+        if wanted.name in before and not self.update:
             self.report.add("present", wanted.name)
             return
         source = "" if wanted.source == wanted.name else f" (from {wanted.source})"
         if self.dry_run:
-            self.report.add("to pull", wanted.name + source)
+            self.report.add(
+                "to update" if wanted.name in before else "to pull", wanted.name + source
+            )
             return
         pulled = canonical(_pull(self.client, wanted.source))
         if pulled != wanted.name:  # a file or another name: give it the wanted name
@@ -203,7 +245,12 @@ class Provisioner:
             declared = {w.name for w in self.spec.models} | {a for a, _ in self.spec.aliases}
             if pulled not in before and pulled not in declared:
                 self.client.delete(pulled)
-        self.report.add("pulled", wanted.name + source)
+        if wanted.name not in before:
+            self.report.add("pulled", wanted.name + source)
+        elif self._installed().get(wanted.name) == before[wanted.name]:
+            self.report.add("present", f"{wanted.name} (up to date)")
+        else:
+            self.report.add("updated", wanted.name + source)
 
     def _alias(self, alias: str, target: str, installed: dict[str, str]) -> None:
         if target not in installed and not self.dry_run:

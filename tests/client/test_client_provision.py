@@ -121,6 +121,8 @@ def test_a_failing_step_is_reported_the_rest_done_and_the_exit_is_1(
         ("models: [7]\n", "models[0]: must be a model name or a mapping"),
         ("models: []\naliases: [a]\n", "aliases: must map alias names to model names"),
         ("models: []\nprune: yes please\n", "prune: must be true or false"),
+        ("models: [a, {name: A, from: x.gguf}]\n", "models[1]: a:latest is already declared"),
+        ("models: [a]\naliases: {a: b}\n", "aliases: a:latest: the name is already declared"),
     ],
 )
 def test_a_bad_file_is_one_line_and_changes_nothing(
@@ -155,3 +157,31 @@ def test_a_missing_file_is_one_line(corral: Invoke, folder: Path) -> None:
 )
 def test_names_are_compared_as_the_daemon_lists_them(name: str, expected: str) -> None:
     assert canonical(name) == expected
+
+
+def test_a_name_the_daemon_refuses_fails_before_anything_is_pulled(
+    corral: Invoke, daemon: Daemon, folder: Path
+) -> None:
+    before = names(daemon)
+    spec = write(folder, "models:\n  - name: ../evil\n    from: ./models/beta.gguf\n")
+    result = corral("provision", spec)
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0].startswith("failed    ../evil:latest: ")
+    assert names(daemon) == before  # nothing pulled, not even under the file's own name
+
+
+def test_update_pulls_installed_models_again_and_says_what_changed(
+    corral: Invoke, daemon: Daemon, folder: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "gamma.gguf"
+    write_tiny_llama(model, seed=3)
+    spec = write(folder, f"models:\n  - name: gamma\n    from: {model}\n")
+    assert corral("provision", spec).exit_code == 0
+    digest = names(daemon)["gamma:latest"]
+    same = corral("provision", "--update", spec)
+    assert same.exit_code == 0 and "present   gamma:latest (up to date)" in same.stdout
+    write_tiny_llama(model, seed=4)  # the file it comes from changed
+    assert "to update gamma:latest" in corral("provision", "--update", "--dry-run", spec).stdout
+    changed = corral("provision", "--update", spec)
+    assert changed.exit_code == 0 and "updated   gamma:latest (from " in changed.stdout
+    assert names(daemon)["gamma:latest"] != digest
