@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 STALE_SECONDS = 24 * 3600
+# Files being written: tmp-* (copies, conversions), .tmp-* (the quantizer's own .part files)
+TEMPORARY = ("tmp-", ".tmp-")
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _BLOB_FILE_RE = re.compile(r"sha256-[0-9a-f]{64}")
 
@@ -179,13 +181,13 @@ class BlobStore:
         return removed
 
     def remove_temporaries(self) -> None:
-        """Remove every `tmp-*` file, whatever its age: for the one process that owns the
+        """Remove every temporary file, whatever its age: for the one process that owns the
         store (the daemon, at startup), they are left by a crash. Unlike `partial-*`
         downloads, they cannot be resumed."""
-        self._remove_stale(math.inf, ("tmp-",))
+        self._remove_stale(math.inf, TEMPORARY)
 
     def _remove_stale(
-        self, before: float, prefixes: tuple[str, ...] = ("tmp-", "partial-")
+        self, before: float, prefixes: tuple[str, ...] = (*TEMPORARY, "partial-")
     ) -> None:
         """Remove the temporary files (`prefixes`) last written before `before`."""
         for p in self.root.iterdir():

@@ -134,6 +134,8 @@ def test_startup_collects_unused_blobs_crash_leftovers_and_day_old_partials(
     unused.write_bytes(b"orphan")
     crashed = blobs / "tmp-0123abcd"  # a copy under way when the daemon was killed
     crashed.write_bytes(b"half a model")
+    quantizing = blobs / f".tmp-quantize-{'c' * 32}.gguf.4242.part"  # the quantizer's own
+    quantizing.write_bytes(b"half quantized")
     old_partial, fresh_partial = blobs / "partial-url-old", blobs / "partial-url-fresh"
     old_partial.write_bytes(b"half")
     fresh_partial.write_bytes(b"half")  # may still resume
@@ -144,6 +146,7 @@ def test_startup_collects_unused_blobs_crash_leftovers_and_day_old_partials(
         daemon.start()
         assert daemon.client.version()
     assert not unused.exists() and not old_partial.exists() and not crashed.exists()
+    assert not quantizing.exists()
     assert fresh_partial.exists()
 
 
