@@ -38,6 +38,8 @@ __all__ = ["Hub", "LocalCopy", "RemoteFile", "endpoint", "host", "timeout"]
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_TIMEOUT = 5.0
+# The daemon pulls, so the token must be its own: the client's environment is not sent.
+TOKEN_HELP = "set HF_TOKEN where the daemon runs (`corral serve`'s environment)"
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -179,11 +181,11 @@ class Hub:
         table: list[tuple[type[Exception], str]] = [
             (
                 errors.GatedRepoError,
-                f"{where} is gated: accept its terms on {host()}; set HF_TOKEN",
+                f"{where} is gated: accept its terms on {host()}; {TOKEN_HELP}",
             ),
             (
                 errors.RepositoryNotFoundError,
-                f"repository {self.repo_id} not found on {host()} (private? set HF_TOKEN)",
+                f"repository {self.repo_id} not found on {host()} (private? {TOKEN_HELP})",
             ),
             (errors.RevisionNotFoundError, f"revision {self.revision} not found in {self.repo_id}"),
             (errors.EntryNotFoundError, f"{path} not found in {where} on {host()}"),

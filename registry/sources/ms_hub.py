@@ -46,7 +46,10 @@ DEFAULT_ENDPOINT = "https://modelscope.cn"
 API_TIMEOUT = 5  # seconds for one API answer (the client's default is 60)
 DOWNLOAD_TIMEOUT = 15.0
 ENDPOINT_VARS = ("MODELSCOPE_ENDPOINT", "MODELSCOPE_DOMAIN")
-TOKEN_HELP = "set MODELSCOPE_API_TOKEN or run `modelscope login`"
+TOKEN_HELP = (
+    "set MODELSCOPE_API_TOKEN where the daemon runs (`corral serve`'s environment), "
+    "or run `modelscope login` as its user"
+)
 
 
 @contextlib.contextmanager

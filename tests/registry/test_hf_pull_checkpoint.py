@@ -181,7 +181,7 @@ def test_hf_token_is_sent_to_the_hub(
     store: Store, local_hub: LocalHub, ckpt: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     local_hub.add_repo(REPO, ckpt, token="hf_sesame")
-    gated = r"is gated: accept its terms on 127\.0\.0\.1:\d+; set HF_TOKEN"
+    gated = r"is gated: accept its terms on 127\.0\.0\.1:\d+; set HF_TOKEN where the daemon runs"
     with pytest.raises(SourceError, match=gated):
         pull(store, SPEC)
     monkeypatch.setenv("HF_TOKEN", "hf_sesame")
