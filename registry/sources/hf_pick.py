@@ -22,6 +22,9 @@ _QUANT = re.compile(
 )
 _SPLIT = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 _ALIASES = {"FP16": "F16", "FP32": "F32"}
+# What a missing quantization's error suggests, first one the repository has: the usual
+# size/quality trade-offs before the big unquantized files.
+SUGGESTED = ("Q4_K_M", "Q5_K_M", "Q4_K_S", "Q5_K_S", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0")
 
 
 def quant_of(path: str) -> str | None:
@@ -67,6 +70,7 @@ def _missing(wanted: str, files: list[str], where: str) -> str:
     quants = sorted({q for p in files if (q := quant_of(p))})
     if quants:
         listed = ", ".join(quants)
-        return f"{where} has no {wanted} GGUF file; it has: {listed} (pull one with :{quants[0]})"
+        suggested = next((q for q in SUGGESTED if q in quants), quants[0])
+        return f"{where} has no {wanted} GGUF file; it has: {listed} (pull one with :{suggested})"
     names = ", ".join(PurePosixPath(p).name for p in files[:6])
     return f"{where} has no {wanted} GGUF file; its GGUF files: {names} (name one with :<file>)"
