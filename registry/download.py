@@ -44,11 +44,37 @@ def download(
     total: int | None = None,
     what: str = "download",
     headers: Mapping[str, str] | None = None,
+    mismatch_hint: str = "try the pull again",
 ) -> str:
     """Download `url` into `partial` (resuming it) and return the file's sha256 hex.
 
-    `headers` are sent with every request (e.g. a hub's Authorization)."""
-    base = dict(headers or {})
+    `headers` are sent with every request (e.g. a hub's Authorization); `mismatch_hint`
+    ends the error of a file whose sha256 is not `expected_sha256`. A failure before any
+    byte arrived leaves no empty partial file behind."""
+    try:
+        return _download(
+            url, partial, expected_sha256, options, progress, cancel, total, what,
+            dict(headers or {}), mismatch_hint,
+        )  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if partial.stat().st_size == 0:
+                partial.unlink()
+        raise
+
+
+def _download(
+    url: str,
+    partial: Path,
+    expected_sha256: str | None,
+    options: HttpOptions,
+    progress: ByteProgress,
+    cancel: threading.Event,
+    total: int | None,
+    what: str,
+    base: dict[str, str],
+    mismatch_hint: str,
+) -> str:
     with _locked(partial, cancel) as f:
         h, have = _hash_existing(f, cancel)
         try:
@@ -75,7 +101,7 @@ def download(
             partial.unlink(missing_ok=True)
             raise CorruptModel(
                 f"{what} is corrupt: sha256 mismatch (expected {expected_sha256}, got {actual}); "
-                "try the pull again"
+                + mismatch_hint
             )
         return actual
 

@@ -79,6 +79,7 @@ class UrlSource:
             progress=progress,
             cancel=ctx.cancel,
             what=f"{name} from {redact(self.url)}",
+            mismatch_hint="the file at the URL is not the one its #sha256= names: check both",
         )
         try:
             ctx.progress(PullProgress("verifying sha256 digest", digest=f"sha256:{sha}"))

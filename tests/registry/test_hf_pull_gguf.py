@@ -120,9 +120,18 @@ def test_url_pull_resumes_and_checks_the_fragment(
     assert local_hub.sent[f"{REPO}/{file.name}"] == size
     assert model.manifest.source["verified"] is True
     assert model.name == "127.0.0.1/library/tiny-q8_0:latest"
-    with pytest.raises(CorruptModel, match="sha256 mismatch"):
+    with pytest.raises(CorruptModel, match="sha256 mismatch .*not the one its #sha256= names"):
         pull(Store(tmp_path / "other"), f"{url}#sha256={'ab' * 32}")
     assert list((tmp_path / "other" / "manifests").rglob("*.yaml")) == []
+
+
+def test_a_url_that_fails_at_once_leaves_no_partial_file(
+    store: Store, local_hub: LocalHub, refused_port: int
+) -> None:
+    for url in (f"{local_hub.url}/nowhere.gguf", f"http://127.0.0.1:{refused_port}/m.gguf"):
+        with pytest.raises((SourceError, SourceUnreachable)):
+            pull(store, url)
+    assert [p.name for p in store.blobs.root.iterdir()] == []
 
 
 @pytest.mark.parametrize(
