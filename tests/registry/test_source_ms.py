@@ -122,7 +122,7 @@ def test_missing_quant_lists_what_exists(store: Store, gguf_repo: Path) -> None:
         pull(store, f"ms://{GGUF_REPO}:Q3_K_M")
     assert str(info.value) == (
         f"{GGUF_REPO} has no Q3_K_M GGUF file; it has: F16, Q4_K_M, Q5_K_S, Q8_0 "
-        "(pull one with :F16)"
+        "(pull one with :Q4_K_M)"
     )
     assert manifests(store) == []
 
