@@ -12,8 +12,9 @@ NAME_GRAMMAR = "names look like [host/][namespace/]model[:tag], e.g. smollm2:135
 
 
 def shown(text: str, limit: int = 60) -> str:
-    """A user-supplied string made safe to echo on one line: escaped and shortened."""
-    safe = text.encode("unicode_escape").decode("ascii")
+    """A user-supplied string made safe to echo on one line: what is not printable (line
+    breaks, control and format characters) escaped, the rest as written, shortened."""
+    safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
     if len(safe) > limit:
         return f"{safe[: limit - 3]}... ({len(text)} characters)"
     return safe

@@ -109,3 +109,11 @@ def test_manifest_path_stays_under_root(tmp_path: Path) -> None:
 def test_slug_makes_valid_parts(text: str, expected: str) -> None:
     assert slug(text) == expected
     ModelName.parse(expected)
+
+
+def test_names_in_errors_keep_their_letters_and_escape_what_would_break_the_line() -> None:
+    from corral.registry.errors import shown
+
+    assert shown("modèle:été") == "modèle:été"
+    assert shown("a\nb\x1b[31m\u202e") == "a\\nb\\x1b[31m\\u202e"
+    assert shown("x" * 100).endswith("... (100 characters)")
