@@ -10,12 +10,13 @@ from corral.client.api.codec import WireError
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 _DURATION = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+LONGEST_SECONDS = (2**63 - 1) / 1e9  # Go's longest duration (~292 years); beyond: forever
 
 
 def parse_duration(value: str | float | int) -> float:
     """Seconds from a keep_alive value: a number of seconds or a Go duration ("5m", "1h30m").
 
-    Negative means forever and gives math.inf.
+    Negative (or longer than Go's longest duration) means forever and gives math.inf.
     """
     if isinstance(value, bool):
         raise WireError("a duration must be a number of seconds or a string like '5m'")
@@ -27,7 +28,9 @@ def parse_duration(value: str | float | int) -> float:
             seconds = float(text)
         except ValueError:
             seconds = _parse_go_duration(text)
-    return math.inf if seconds < 0 else seconds
+    if math.isnan(seconds):
+        raise WireError("a duration must be a number of seconds or a string like '5m', not NaN")
+    return math.inf if seconds < 0 or seconds > LONGEST_SECONDS else seconds
 
 
 def _parse_go_duration(text: str) -> float:

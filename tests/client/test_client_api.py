@@ -127,13 +127,15 @@ def test_nested_responses_round_trip() -> None:
         (-1, math.inf),
         ("-1m", math.inf),
         ("-1", math.inf),
+        ("1e12", math.inf),  # past Go's longest duration: forever, as /api/ps can show
+        (float("inf"), math.inf),
     ],
 )
 def test_keep_alive_durations(value: str | int, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ("m", "5x", "1h30", "", "--1s", True))
+@pytest.mark.parametrize("value", ("m", "5x", "1h30", "", "--1s", True, "nan", float("nan")))
 def test_bad_durations_are_refused(value: str | bool) -> None:
     with pytest.raises(WireError):
         parse_duration(value)

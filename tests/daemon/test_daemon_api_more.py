@@ -102,6 +102,13 @@ def test_bad_generate_context_is_400(daemon: Daemon, tiny: str, extra: dict, mes
     assert error_of(answer).startswith(message)
 
 
+def test_a_huge_keep_alive_is_forever_and_ps_still_answers(daemon: Daemon, tiny: str) -> None:
+    daemon.client.generate(tiny, "", keep_alive="1e12", stream=False)
+    (entry,) = [m for m in daemon.client.ps().models if m.name == tiny]
+    assert entry.expires_at.startswith("23")  # Go's longest duration from now, as Ollama
+    daemon.client.generate(tiny, "", keep_alive=0, stream=False)
+
+
 def test_ps_lists_loaded_models_only(daemon: Daemon, tiny: str) -> None:
     daemon.client.generate(tiny, "", keep_alive=0, stream=False)
     assert tiny not in {m.name for m in daemon.client.ps().models}
