@@ -120,7 +120,7 @@ def test_url_pull_resumes_and_checks_the_fragment(
     assert local_hub.sent[f"{REPO}/{file.name}"] == size
     assert model.manifest.source["verified"] is True
     assert model.name == "127.0.0.1/library/tiny-q8_0:latest"
-    with pytest.raises(CorruptModel, match="sha256 mismatch .*not the one its #sha256= names"):
+    with pytest.raises(CorruptModel, match=r"sha256 mismatch .*not the one its #sha256= names"):
         pull(Store(tmp_path / "other"), f"{url}#sha256={'ab' * 32}")
     assert list((tmp_path / "other" / "manifests").rglob("*.yaml")) == []
 
