@@ -69,11 +69,19 @@ async def embed_texts(
 
 
 def _embed_one(engine: Engine, i: int, text: str, truncate: bool) -> tuple[np.ndarray, int]:
-    """In the worker thread: tokenize (BOS included), fit to the window, embed."""
-    ids = encode(engine, text)
+    """In the worker thread: tokenize (BOS included), fit to the window, embed. A text
+    certainly too long is refused, or cut, before it is tokenized (it could be huge)."""
+    limit, tokenizer = engine.num_ctx, engine.tokenizer
+    if (fewest := tokenizer.fewest_tokens(text)) > limit:
+        if not truncate:
+            raise RequestError(
+                f"input {i} is at least {fewest} tokens, more than the context window of "
+                f"{limit}: shorten it, raise num_ctx, or allow truncation"
+            )
+        text = tokenizer.prefix_with_tokens(text, limit)
+    ids = encode(engine, text, check_length=False)
     if not ids:
         raise RequestError(f"input {i} is empty: there is nothing to embed")
-    limit = engine.num_ctx
     if len(ids) > limit:
         if not truncate:
             raise RequestError(

@@ -26,6 +26,7 @@ from corral.daemon.errors import RequestError
 from corral.registry.manifest import Manifest
 from corral.runtime.chat_template import ChatTemplate
 from corral.runtime.engine import Engine
+from corral.runtime.kv_cache import ContextFull
 from corral.runtime.tokenizer.vocab import FIM_ROLES
 
 log = logging.getLogger(__name__)
@@ -109,39 +110,53 @@ def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) 
     """Token ids of the rendered chat. When they do not fit the context window, the oldest
     messages are dropped, as Ollama does: system messages and the last message stay, and
     what is kept starts at a user message (templates such as Gemma's insist on it)."""
-    encoded: dict[int, list[int]] = {}  # the ids of the chat kept from message i on
+    encoded: dict[int, list[int] | None] = {}  # the chat kept from message i on; None:
+    limit = engine.num_ctx  # certainly too long, not encoded (a huge one takes minutes)
 
-    def ids_from(start: int) -> list[int]:
+    def fits(start: int) -> bool:
         if start not in encoded:
             kept = [m for i, m in enumerate(conversation) if i >= start or m["role"] == "system"]
-            encoded[start] = encode(engine, render(engine, manifest, kept))
-        return encoded[start]
+            try:
+                encoded[start] = encode(engine, render(engine, manifest, kept))
+            except ContextFull:
+                encoded[start] = None
+        ids = encoded[start]
+        return ids is not None and len(ids) < limit
 
-    if len(ids_from(0)) < engine.num_ctx:
-        return encoded[0]
+    if fits(0):
+        return encoded[0]  # type: ignore[return-value]
     starts = [i for i, m in enumerate(conversation) if i > 0 and m["role"] == "user"]
     if not starts or starts[-1] != len(conversation) - 1:
         starts.append(len(conversation) - 1)  # at worst the last message alone
     lo, hi = 0, len(starts) - 1  # the earliest start that fits; the last is the fallback
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(ids_from(starts[mid])) < engine.num_ctx:
+        if fits(starts[mid]):
             hi = mid
         else:
             lo = mid + 1
     log.info(
-        "chat of %d tokens over num_ctx %d: dropped messages before message %d of %d",
-        len(encoded[0]),
-        engine.num_ctx,
+        "chat over num_ctx %d: dropped messages before message %d of %d",
+        limit,
         starts[lo],
         len(conversation),
     )
-    return ids_from(starts[lo])
+    if not fits(starts[lo]) and encoded[starts[lo]] is None:
+        kept = [m for i, m in enumerate(conversation) if i >= starts[lo] or m["role"] == "system"]
+        encode(engine, render(engine, manifest, kept))  # raises ContextFull, saying how long
+    return encoded[starts[lo]]  # type: ignore[return-value]
 
 
-def encode(engine: Engine, text: str) -> list[int]:
-    """Token ids of a prompt, special tokens parsed; no second BOS if the text has one."""
+def encode(engine: Engine, text: str, check_length: bool = True) -> list[int]:
+    """Token ids of a prompt, special tokens parsed; no second BOS if the text has one.
+    A text certainly longer than the context window is refused before it is encoded
+    (ContextFull): a huge prompt would take minutes."""
     tokenizer = engine.tokenizer
+    if check_length and (fewest := tokenizer.fewest_tokens(text)) >= engine.num_ctx:
+        raise ContextFull(
+            f"the prompt is at least {fewest} tokens, more than the context window of "
+            f"{engine.num_ctx}: shorten it or raise num_ctx"
+        )
     bos = engine.template.bos_token
     add_special = not (bos and text.startswith(bos))
     return tokenizer.encode(text, add_special=add_special, parse_special=True)

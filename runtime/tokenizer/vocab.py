@@ -193,6 +193,7 @@ class Vocabulary:
             if (t := self._types[i]) in SPECIAL_TYPES
         )
         self._pieces: list[bytes | None] = [None] * n
+        self._longest = max(map(len, self._tokens))  # characters of the longest entry
 
     # -- vocabulary ----------------------------------------------------------------
 
@@ -297,6 +298,19 @@ class Vocabulary:
         return token_id
 
     # -- encoding ------------------------------------------------------------------
+
+    def fewest_tokens(self, text: str) -> int:
+        """A lower bound of `len(encode(text))`, without encoding: a token covers at most
+        as many characters of the text as its entry has (one per byte or per ▁), so a
+        50 MB prompt is known to be too long at once."""
+        return -(-len(text) // self._longest)
+
+    def prefix_with_tokens(self, text: str, n: int) -> str:
+        """A prefix of `text` that encodes to at least `n` tokens if the whole does (for
+        truncating a huge text without encoding all of it). Its first `n` tokens are the
+        whole text's, unless one pre-tokenizer chunk spans the cut (a run of thousands of
+        characters without a space)."""
+        return text[: n * self._longest]
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of `text`, as llama_tokenize(text, add_special, parse_special)."""

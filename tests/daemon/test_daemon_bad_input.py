@@ -153,6 +153,21 @@ def test_a_prompt_longer_than_the_context_is_400(daemon: Daemon, tiny: str) -> N
     assert "context window" in error_of(body)
 
 
+def test_a_huge_prompt_is_refused_without_being_tokenized(daemon: Daemon, tiny: str) -> None:
+    huge = "word " * 2_000_000  # 10 MB: known to be too long from its length alone
+    generate = {"model": tiny, "prompt": huge, "stream": False}
+    chat = {"model": tiny, "messages": [{"role": "user", "content": huge}], "stream": False}
+    for path, body in (("/api/generate", generate), ("/api/chat", chat)):
+        status, answer, _ = daemon.raw("POST", path, json.dumps(body))
+        assert status == 400 and "the prompt is at least" in error_of(answer), path
+    status, answer, _ = daemon.raw(
+        "POST", "/api/embed", json.dumps({"model": tiny, "input": huge, "truncate": False})
+    )
+    assert status == 400 and "input 0 is at least" in error_of(answer)
+    cut = daemon.client.embed(tiny, huge)  # truncated to the window (the default)
+    assert cut.prompt_eval_count == 256
+
+
 def test_a_small_num_ctx_is_kept_to_without_loading_another_copy(daemon: Daemon, tiny: str) -> None:
     daemon.client.generate(tiny, "", stream=False)  # loaded with the full window
     loads = daemon.log().count("loading ")

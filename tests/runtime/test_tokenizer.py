@@ -315,3 +315,7 @@ def test_smollm2_round_trips_gpl3(smollm2_refs: tuple[dict[str, Any], dict[str, 
     ids = tok.encode(text)
     assert len(text) / len(ids) > 3.5  # real merges happen: about 4.6 characters per token
     assert tok.decode(ids) == text
+    # how the daemon refuses or cuts a huge prompt without encoding all of it
+    for piece in (text, text[:5000], "=" * 10_000, " " * 3000, "<|im_start|>" * 50):
+        assert tok.fewest_tokens(piece) <= len(tok.encode(piece, add_special=False))
+    assert tok.encode(tok.prefix_with_tokens(text, 256))[:256] == ids[:256]

@@ -349,3 +349,7 @@ def test_gemma3_gpl3_text_matches_llama_cpp(gemma3: tuple[dict[str, Any], Any, A
     assert ids_ == refs["gpl3"]["ids"]
     assert len(text) / len(ids_) > 4  # real merges: about 4.6 characters per token
     assert tok.decode(ids_[1:]) == text
+    # how the daemon refuses or cuts a huge prompt without encoding all of it
+    for piece in (text, "=" * 10_000, " " * 3000, "<start_of_turn>" * 50, "日本語" * 100):
+        assert tok.fewest_tokens(piece) <= len(tok.encode(piece, add_special=False))
+    assert tok.encode(tok.prefix_with_tokens(text, 256))[:256] == ids_[:256]
