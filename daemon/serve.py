@@ -28,6 +28,7 @@ from aiohttp import web
 from corral.client.api import default_home, default_socket_path
 from corral.daemon.app import create_app
 from corral.daemon.config import SETTINGS, ConfigError, DaemonConfig
+from corral.daemon.os_limits import ThrottleRepeats, raise_open_files_limit
 from corral.daemon.service import ServeError, answers, claim_home, stop_daemon
 
 log = logging.getLogger("corral.daemon")
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if config.debug else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ThrottleRepeats())
     try:
         asyncio.run(serve(config))
     except ServeError as e:
@@ -99,7 +102,9 @@ async def serve(config: DaemonConfig) -> None:
     """Serve until SIGTERM/SIGINT, then shut down cleanly."""
     path = config.socket_path
     with claim_socket(path), claim_home(config.home):
-        log.info("corral daemon, pid %d", os.getpid())
+        log.info(
+            "corral daemon, pid %d, %d open files allowed", os.getpid(), raise_open_files_limit()
+        )
         runner = web.AppRunner(
             create_app(config), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
         )
