@@ -5,7 +5,9 @@
 command), logging to <home>/logs/serve.log, and waits until it answers.
 The daemon records its own pid in <home>/serve.pid (`corral serve --stop`
 uses it). A TCP endpoint (CORRAL_HOST) is someone else's daemon and is never
-started from here.
+started from here, nor is any daemon with CORRAL_AUTOSTART=0 (a service manager
+runs it: a daemon started by the CLI, with the CLI's environment, would take
+the service's socket when it restarts).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from corral.client.api import ENV_SOCKET, default_home
 from corral.client.http import Client, DaemonNotRunning
 
+ENV_AUTOSTART = "CORRAL_AUTOSTART"  # "0": the client never starts the daemon
 START_TIMEOUT = 15.0  # seconds
 POLL_INTERVAL = 0.1
 LOG_NAME = Path("logs") / "serve.log"
@@ -36,11 +39,15 @@ def ensure_running(
     if client.is_running():
         return
     socket_path = client.endpoint.socket_path
-    if socket_path is None:
+    if socket_path is None or not autostart_allowed(environ):
         raise DaemonNotRunning(client.endpoint)
     home = default_home(environ)
     process = start_daemon(home, socket_path, environ)
     _wait_until_answering(client, process, home / LOG_NAME, timeout)
+
+
+def autostart_allowed(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get(ENV_AUTOSTART, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def start_daemon(home: Path, socket_path: Path, environ: Mapping[str, str]) -> subprocess.Popen:

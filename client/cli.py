@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from corral.client import provision as provisioning
-from corral.client.api import ProgressResponse, Wire, WireError, parse_time
+from corral.client.api import ProcessResponse, ProgressResponse, Wire, WireError, parse_time
 from corral.client.autostart import AutostartError, ensure_running
 from corral.client.format import (
     human_bytes,
@@ -79,9 +79,23 @@ def main() -> None:
 
 
 def connect() -> Client:
+    """A client of the daemon, starting it first if nothing answers (unless
+    CORRAL_AUTOSTART=0)."""
     client = Client()
     ensure_running(client)
     return client
+
+
+def connect_if_running() -> Client | None:
+    """A client of the daemon if one answers; None if none answers on the Unix socket
+    (none is started: `ps` and `stop` have nothing to ask it). A TCP daemon that does
+    not answer is an error, as with `connect`."""
+    client = Client()
+    if client.is_running():
+        return client
+    if client.endpoint.socket_path is None:
+        raise DaemonNotRunning(client.endpoint)
+    return None
 
 
 @main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
@@ -198,7 +212,8 @@ def create(model: str, path: str, quantize: str | None) -> None:
 @JSON_OPTION
 def ps(as_json: bool) -> None:
     """List the models in memory, their size and when they unload."""
-    running = connect().ps()
+    client = connect_if_running()
+    running = client.ps() if client is not None else ProcessResponse(models=())
     if as_json:
         echo_json(running)
         return
@@ -219,7 +234,10 @@ def ps(as_json: bool) -> None:
 @click.argument("models", nargs=-1, required=True)
 def stop(models: tuple[str, ...]) -> None:
     """Unload running models from memory (they stay installed)."""
-    client = connect()
+    client = connect_if_running()
+    if client is None:
+        click.echo("corral is not running: no model is loaded", err=True)
+        return
     failed = 0
     for name in models:
         try:

@@ -52,13 +52,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(ENV_HOME, "platformdirs user data dir", "where models, logs and the pid file live"),
     Setting(
         ENV_SOCKET,
-        "<user runtime dir>/corral.sock",
-        "the Unix socket the daemon serves, in a folder only you may write to",
+        "<user runtime dir>/corral/corral.sock",
+        "the Unix socket the daemon serves, in a folder only you may write to "
+        "(a CORRAL_HOME of its own: corral-<hash>.sock beside it)",
     ),
     Setting(
         ENV_HOST,
         "(unset)",
-        "also serve TCP on host:port; a non-loopback host needs CORRAL_API_TOKEN; "
+        "also serve TCP on host:port (port 11434 if left out); a non-loopback host needs "
+        "CORRAL_API_TOKEN; "
         "TCP requests may not name the daemon's files (upload with /api/blobs)",
     ),
     Setting(ENV_TOKEN, "(unset)", "bearer token every TCP request must send (Authorization)"),

@@ -36,8 +36,9 @@ def raise_open_files_limit() -> int:
 
 
 class ThrottleRepeats(logging.Filter):
-    """Pass a record unless the same one (logger, message, exception type) passed less
-    than `interval` seconds ago; the next one through says how many were held back."""
+    """Pass a warning or error unless the same one (logger, message, exception type)
+    passed less than `interval` seconds ago; the next one through says how many were
+    held back. Lower levels always pass (a request's lines repeat by nature)."""
 
     def __init__(self, interval: float = REPEAT_INTERVAL) -> None:
         super().__init__()
@@ -45,8 +46,10 @@ class ThrottleRepeats(logging.Filter):
         self._last: dict[tuple[str, str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        key = (record.name, str(record.msg), exc)
+        key = (record.name, record.getMessage(), exc)
         now = time.monotonic()
         last, held = self._last.get(key, (-self.interval, 0))
         if now - last < self.interval:
@@ -56,5 +59,5 @@ class ThrottleRepeats(logging.Filter):
             self._last = {k: v for k, v in self._last.items() if now - v[0] < self.interval}
         self._last[key] = (now, 0)
         if held:
-            record.msg = f"{record.msg} (and {held} more like it in {now - last:.0f}s)"
+            record.msg, record.args = f"{key[1]} (and {held} more like it in {now - last:.0f}s)", ()
         return True

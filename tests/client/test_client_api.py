@@ -152,7 +152,14 @@ def test_hosts_and_the_default_socket() -> None:
     assert parse_host("127.0.0.1:11434") == ("127.0.0.1", 11434)
     assert parse_host("http://localhost:8080/") == ("localhost", 8080)
     assert parse_host(":9000") == ("127.0.0.1", 9000)
+    assert parse_host("localhost") == ("localhost", 11434)  # as OLLAMA_HOST
     with pytest.raises(ValueError, match="host:port"):
-        parse_host("localhost")
+        parse_host("localhost:http")
     assert default_socket_path({"CORRAL_SOCKET": "/x/y.sock"}).as_posix() == "/x/y.sock"
     assert default_socket_path({}).name == "corral.sock"
+    one, other = (default_socket_path({"CORRAL_HOME": h}) for h in ("/srv/a", "/srv/b"))
+    assert one.parent == other.parent == default_socket_path({}).parent
+    assert one.name.startswith("corral-") and one != other  # each home its own daemon
+    assert (
+        default_socket_path({"CORRAL_HOME": "/srv/a", "CORRAL_SOCKET": "/x.sock"}).name == "x.sock"
+    )

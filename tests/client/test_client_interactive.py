@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -169,3 +170,31 @@ def test_a_daemon_that_cannot_start_is_one_clear_error(socket_dir: Path, tmp_pat
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: corral serve exited with status 2: Error: CORRAL_KEEP_ALIVE")
     assert str(home / "logs" / "serve.log") in line
+
+
+def corral_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corral.client", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_ps_and_stop_start_no_daemon_and_autostart_can_be_turned_off(
+    socket_dir: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    socket_path = socket_dir / "corral.sock"
+    env = daemon_env(home, socket_path)
+    ps = corral_cli(env, "ps", "--json")
+    assert ps.returncode == 0 and json.loads(ps.stdout) == {"models": []}
+    stop = corral_cli(env, "stop", "tiny")
+    assert stop.returncode == 0 and "corral is not running" in stop.stderr
+    # a service manager runs the daemon: the CLI must not start one of its own
+    listing = corral_cli({**env, "CORRAL_AUTOSTART": "0"}, "list")
+    assert listing.returncode == 1
+    (line,) = listing.stderr.strip().splitlines()
+    assert line.startswith("Error: corral is not running at ") and "corral serve" in line
+    assert not socket_path.exists() and not (home / "serve.pid").exists()

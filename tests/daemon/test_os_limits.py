@@ -37,6 +37,9 @@ def test_a_repeated_error_is_logged_once_an_interval_with_a_count() -> None:
     assert passed.count(True) == 1
     assert throttle.filter(record("accept failed", ValueError))  # another error: its own
     assert throttle.filter(record("something else", OSError))
+    info = record("a request's line")
+    info.levelno = logging.INFO
+    assert all(throttle.filter(info) for _ in range(3))  # only warnings and errors are held
     time.sleep(0.25)
     later = record("accept failed", OSError)
     assert throttle.filter(later) and "(and 999 more like it in " in later.msg
