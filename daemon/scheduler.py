@@ -290,9 +290,10 @@ class Scheduler:
     def _check_fits(self, size: int, name: str, key: LoadKey) -> None:
         if self.max_memory is not None and size > self.max_memory:
             raise RequestError(
-                f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx}, "
-                f"more than CORRAL_MAX_MEMORY allows ({human_size(self.max_memory)}): "
-                "use a smaller num_ctx or raise CORRAL_MAX_MEMORY",
+                f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx} "
+                f"for each of CORRAL_NUM_PARALLEL={self.num_parallel} requests, more than "
+                f"CORRAL_MAX_MEMORY allows ({human_size(self.max_memory)}): raise "
+                "CORRAL_MAX_MEMORY, or lower num_ctx or CORRAL_NUM_PARALLEL if the weights fit",
                 TOO_LARGE,
             )
 

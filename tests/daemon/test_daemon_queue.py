@@ -102,8 +102,8 @@ def test_a_model_bigger_than_the_memory_budget_is_refused(tmp_path: Path) -> Non
         assert status == 507
         assert body["error"].startswith("tiny:latest needs about ")
         assert body["error"].endswith(
-            "more than CORRAL_MAX_MEMORY allows (100.0 KB): "
-            "use a smaller num_ctx or raise CORRAL_MAX_MEMORY"
+            "more than CORRAL_MAX_MEMORY allows (100.0 KB): raise CORRAL_MAX_MEMORY, "
+            "or lower num_ctx or CORRAL_NUM_PARALLEL if the weights fit"
         )
         assert daemon.client.version()  # still serving
 
