@@ -205,7 +205,6 @@ class Batcher:
             _end_cancelled(job)
             return
         s = job.settings
-        log.info("%s: generating from %d prompt tokens", job.name, len(job.prompt))
         try:
             job.generation = self.engine.start_generation(
                 job.session,
@@ -220,6 +219,7 @@ class Batcher:
         except Exception as e:
             job.fail(e)
             return
+        log.info("%s: generating from %d prompt tokens", job.name, len(job.prompt))
         self._prompting.append(job)
 
     def _step(self) -> None:
