@@ -15,6 +15,7 @@ session's cache already holds (at least its last token runs, for the logits).
 
 from __future__ import annotations
 
+import codecs
 import threading
 import time
 from collections.abc import Sequence
@@ -87,6 +88,7 @@ class Generation:
         self._num_predict = num_predict
         self._cancel = cancel
         self._generated: list[int] = []
+        self._answer: list[str] = []  # the text pieces given out
         self._pending: list[int] | None = None  # prompt tokens still to run, once begun
         self._prompt_tokens = 0  # prompt tokens evaluated (after the cached prefix)
         self._prompt_ns = 0
@@ -147,8 +149,9 @@ class Generation:
         self._history.append(token)
         if not self._tokenizer.is_control(token) and (piece := self._text.push(token)):
             events.append(Piece(piece))
+            self._answer.append(piece)
         if self._text.stopped:
-            return self._finish("stop", events)
+            return self._finish("stop", events, context=self._context_without_stop())
         if 0 <= self._num_predict <= len(self._generated):  # not run: llama.cpp's way too
             return self._finish("length", events, unrun=(token,))
         if self.session.cache.length >= self._n_ctx:
@@ -156,9 +159,37 @@ class Generation:
         self.next_token = token
         return events
 
-    def _finish(self, reason: str, events: list[Event], unrun: tuple[int, ...] = ()) -> list[Event]:
+    def _context_without_stop(self) -> tuple[int, ...]:
+        """After a stop string: the prompt and the answer as shown, no part of the stop
+        string (Ollama tokenizes the text again): the generated tokens whose text the
+        answer starts with, then the rest of the answer (a token cut by the stop string)
+        encoded."""
+        answer, shown = "".join(self._answer), 0
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        kept: list[int] = []
+        for token in self._generated:
+            control = self._tokenizer.is_control(token)
+            piece = "" if control else decoder.decode(self._tokenizer.token_bytes(token))
+            if not answer.startswith(piece, shown) or shown + len(piece) > len(answer):
+                break
+            kept.append(token)
+            shown += len(piece)
+        while kept and not answer.startswith(self._tokenizer.decode(kept, special=False)):
+            kept.pop()  # bytes of a character the stop string cut, held back above
+        rest = answer[len(self._tokenizer.decode(kept, special=False)) :]
+        tail = self._tokenizer.encode(rest, add_special=False, parse_special=False) if rest else []
+        return (*self._prompt, *kept, *tail)
+
+    def _finish(
+        self,
+        reason: str,
+        events: list[Event],
+        unrun: tuple[int, ...] = (),
+        context: tuple[int, ...] | None = None,
+    ) -> list[Event]:
         """End with Done; `unrun`: generated tokens the cache does not hold, which the
-        context still ends with (a next turn's prompt runs them)."""
+        context still ends with (a next turn's prompt runs them); `context`: another
+        context than the session's tokens and `unrun`."""
         if tail := self._text.finish():
             events.append(Piece(tail))
         events.append(
@@ -169,7 +200,7 @@ class Generation:
                 eval_count=len(self._generated),
                 eval_duration_ns=time.perf_counter_ns() - self._decode_started,
                 generated=tuple(self._generated),
-                context=(*self.session.tokens, *unrun),
+                context=(*self.session.tokens, *unrun) if context is None else context,
             )
         )
         return events

@@ -65,6 +65,22 @@ def test_reused_session_only_processes_new_tokens(engine: Engine) -> None:
     assert fresh.generated == second.generated
 
 
+def test_after_a_stop_string_the_context_holds_the_answer_as_shown(engine: Engine) -> None:
+    ids = engine.tokenizer.encode("the cat sat on the mat")
+    free, _ = run(
+        engine, engine.new_session(), ids, options=SamplerOptions.greedy(), num_predict=24
+    )
+    assert len(free) > 12
+    for stop in (free[5:9], free[len(free) // 2 : len(free) // 2 + 1]):  # cut tokens, or not
+        text, done = run(
+            engine, engine.new_session(), ids, options=SamplerOptions.greedy(), num_predict=24,
+            stop=[stop],
+        )  # fmt: skip
+        assert done.reason == "stop" and free.startswith(text) and stop not in text
+        assert done.context[: len(ids)] == tuple(ids)
+        assert engine.tokenizer.decode(done.context[len(ids) :]) == text
+
+
 def test_num_predict_and_length_reason(engine: Engine) -> None:
     _, done = run(
         engine,
