@@ -35,6 +35,7 @@ from corral.registry.manifest import Manifest
 from corral.registry.names import ModelName
 from corral.registry.progress import ProgressFn, PullProgress
 from corral.registry.sources import FetchContext, Fetched, Source, is_direct_source, parse_source
+from corral.registry.sources.hub_repo import RepoSource
 from corral.registry.sources.local import LocalSource
 from corral.registry.store import InstalledModel, Store
 
@@ -168,26 +169,41 @@ def _up_to_date(installed: InstalledModel, plan: PullPlan, emit: ProgressFn) -> 
         manifest.license,
         [dict(m) for m in manifest.messages],
     )
-    return "recipe" in manifest.source and made == have
+    sources = [parse_source(spec) for spec in recipe.sources]
+    from_recipe = any(_same_source(source, manifest.source.get("source")) for source in sources)
+    return "recipe" in manifest.source and made == have and from_recipe
 
 
 def _source_unchanged(source: Source, recorded: dict[str, Any], emit: ProgressFn) -> bool:
-    """Whether the installed model came from `source` as it stands: the same source as
-    written (another URL, revision, hash or quantization is another model) and, for a hub
-    repository not pinned to that commit, the commit its branch points to now (Ollama
-    checks for a newer model on every pull). A hub that cannot answer leaves the
-    installed model in place, saying so."""
-    if isinstance(source, LocalSource) or recorded.get("source") != redact(source.spec):
+    """Whether the installed model came from `source` as it stands: the same source
+    (another URL, revision, hash or quantization is another model) and, for a hub
+    repository not pinned to that commit, still what the hub has (Ollama checks for a
+    newer model on every pull). A hub that cannot answer leaves the installed model in
+    place, saying so."""
+    if isinstance(source, LocalSource) or not _same_source(source, recorded.get("source")):
         return False
-    current_revision = getattr(source, "current_revision", None)
+    is_current = getattr(source, "is_current", None)
     revision = recorded.get("revision")
-    if current_revision is None or (revision and revision == source.revision):
+    if is_current is None or (revision and revision == source.revision):
         return True  # a URL, a wheel version, a commit: fixed by the source itself
     try:
-        return bool(current_revision() == revision)
+        return bool(is_current(recorded))
     except CorralError as e:
         emit(PullProgress(f"cannot check for a newer version ({e}); keeping the installed one"))
         return True
+
+
+def _same_source(source: Source, recorded: object) -> bool:
+    """Whether `recorded` (a manifest's source as written) is `source`, however spelled."""
+    if not isinstance(recorded, str):
+        return False
+    try:
+        other = parse_source(recorded)
+    except CorralError:
+        return False
+    if isinstance(source, RepoSource) and isinstance(other, RepoSource):
+        return source.identity() == other.identity()
+    return redact(source.spec) == redact(other.spec)
 
 
 def _fetch_first(plan: PullPlan, ctx: FetchContext) -> Fetched:

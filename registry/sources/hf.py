@@ -68,9 +68,10 @@ class HfSource(RepoSource):
             return stored
         return blob.gguf(hub.fetch(f, commit, ctx, location), f.path, ctx)
 
-    def current_revision(self) -> str:
-        """The commit the source's revision (the default branch if none) points to now."""
-        return Hub(self.repo_id, self.revision).commit()
+    def is_current(self, recorded: dict[str, Any]) -> bool:
+        """Whether the source's revision (the default branch if none) still points to the
+        commit the installed model was pulled from."""
+        return Hub(self.repo_id, self.revision).commit() == recorded.get("revision")
 
     def _blob(self, where: str, commit: str) -> RepoBlob:
         return RepoBlob(

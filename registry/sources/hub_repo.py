@@ -86,7 +86,8 @@ def parse_repo_spec(spec: str, prefix: str, hub: str, scheme: str, usage: str) -
             f"({scheme}://org/repo) to convert its safetensors checkpoint"
         )
     revision = urllib.parse.unquote(m["revision"]) if m["revision"] else None
-    return RepoSpec(m["repo"], m["file"], revision, m["tag"])
+    tag = None if m["tag"] == DEFAULT_TAG else m["tag"]  # :latest, as a listed name has it
+    return RepoSpec(m["repo"], m["file"], revision, tag)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ class RepoSource:
     def default_name(self) -> ModelName:
         spec = RepoSpec(self.repo_id, self.filename, self.revision, self.tag)
         return spec.default_name(self.name_host)
+
+    def identity(self) -> tuple[str, ...]:
+        """What makes two specs the same source, however they are spelled (hf:// or
+        hf.co/, the repo's case, a quantization's case)."""
+        parts = (self.repo_id, self.filename or "", self.tag or "")
+        return (self.scheme, *(x.lower() for x in parts), self.revision or "")
 
 
 @dataclass(frozen=True)

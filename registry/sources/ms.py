@@ -58,9 +58,13 @@ class MsSource(RepoSource):
             return stored
         return blob.gguf(hub.fetch(f, revision, ctx), f.path, ctx)
 
-    def current_revision(self) -> str:
-        """The revision the source names (the default if none), as the hub resolves it now."""
-        return MsHub(self.repo_id, self.revision).resolve()
+    def is_current(self, recorded: dict[str, Any]) -> bool:
+        """Whether the files the installed model was made from are still those of the
+        revision (ModelScope names a revision, not its commit: their sha256s tell)."""
+        hub = MsHub(self.repo_id, self.revision)
+        listed = {path: f.sha256 for path, f in hub.files(hub.resolve()).items()}
+        made_from = recorded.get("files") or {recorded.get("file"): recorded.get("sha256")}
+        return all(listed.get(path) == sha for path, sha in made_from.items())
 
     def _offline(self, hub: MsHub, folder: Path, ctx: FetchContext) -> Fetched:
         """The hub is unreachable: the snapshot the modelscope client left in its cache."""

@@ -212,3 +212,15 @@ def test_create_from_an_installed_hub_model_uses_it_as_it_is(
     mine = create(store, "mine", Modelfile(from_=installed.name, system="Be brief."))
     assert mine.manifest.model == installed.manifest.model
     assert mine.manifest.source["created_from"] == installed.name
+
+
+def test_another_spelling_of_an_installed_source_is_the_same_source(
+    store: Store, gguf_repo: Path, local_hub: LocalHub, refused_port: int, monkeypatch
+) -> None:
+    first = pull(store, f"hf://{REPO}")
+    sent = sum(local_hub.sent.values())
+    for spec in (first.name, f"hf.co/{REPO.lower()}", f"huggingface.co/{REPO}:latest"):
+        assert pull(store, spec).digest == first.digest, spec
+    assert sum(local_hub.sent.values()) == sent
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")
+    assert pull(store, first.name).digest == first.digest  # hub gone: kept, as listed

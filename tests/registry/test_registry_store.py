@@ -126,6 +126,17 @@ def test_pulling_a_recipe_again_restores_it_and_is_otherwise_a_no_op(
     assert pull(store, "mine").digest == model.digest  # pulled again, as Ollama would
 
 
+def test_a_recipe_whose_sources_changed_is_pulled_again(
+    store: Store, tiny_gguf: Path, make_gguf: Callable[..., Path], tmp_path: Path
+) -> None:
+    _recipe(store, tiny_gguf)
+    before = pull(store, "mine")
+    _recipe(store, make_gguf(tmp_path / "newer.gguf", seed=9))  # the recipe now names another
+    after = pull(store, "mine")
+    assert after.digest != before.digest
+    assert pull(store, "mine").digest == after.digest
+
+
 def test_identical_pulls_at_once_share_the_first_ones_work(
     store: Store, tiny_gguf: Path, store_files: Callable
 ) -> None:

@@ -375,3 +375,15 @@ def test_corral_pull_through_a_real_daemon(
         assert missing.returncode != 0
         assert f"{GGUF_REPO} has no Q2_K GGUF file; it has: F16, Q4_K_M" in missing.stderr
         assert "Traceback" not in missing.stderr
+
+
+def test_pulling_again_fetches_only_when_the_revision_has_new_files(
+    store: Store, gguf_repo: Path, ms_hub: ModelScopeHub
+) -> None:
+    spec, file = f"ms://{GGUF_REPO}", "Tiny-Q4_K_M.gguf"
+    first = pull(store, spec)
+    assert pull(store, f"modelscope.cn/{GGUF_REPO}:latest").digest == first.digest  # same
+    assert len(ms_hub.data_requests(GGUF_REPO, file)) == 1  # listed, not fetched again
+    (gguf_repo / file).write_bytes((gguf_repo / "Tiny-Q8_0.gguf").read_bytes())
+    ms_hub.add_repo(GGUF_REPO, gguf_repo, tags=("v1.0",))  # the branch moved on
+    assert pull(store, spec).manifest.source["sha256"] == sha256(gguf_repo / "Tiny-Q8_0.gguf")
