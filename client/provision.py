@@ -142,6 +142,7 @@ def _check_each_name_once(
     for alias, _ in aliases:
         if alias in seen:
             raise fail(f"aliases: {alias}", f"the name is already declared by {seen[alias]}")
+        seen[alias] = "another alias"
 
 
 def _wanted(entry: Any, where: str, path: Path, fail: Callable[..., ProvisionError]) -> Wanted:

@@ -174,6 +174,11 @@ def continue_context(engine: Engine, context: Sequence[int], text: str) -> list[
     bos = engine.template.bos_token
     if bos and engine.tokenizer.add_bos:  # a template's BOS starts a sequence, not a turn
         text = text.removeprefix(bos)
+    if (fewest := len(context) + engine.tokenizer.fewest_tokens(text)) >= engine.num_ctx:
+        raise ContextFull(
+            f"the context and prompt are at least {fewest} tokens, more than the context "
+            f"window of {engine.num_ctx}: shorten them or raise num_ctx"
+        )
     return [*context, *engine.tokenizer.encode(text, add_special=False, parse_special=True)]
 
 
@@ -192,6 +197,8 @@ def infill(engine: Engine, name: str, prefix: str, suffix: str) -> list[int]:
             "tokens; send the request without 'suffix', or use a code model that has them"
         )
     budget = engine.num_ctx // 2
+    prefix = tokenizer.suffix_with_tokens(prefix, budget)  # enough of a huge text to cut
+    suffix = tokenizer.prefix_with_tokens(suffix, budget)
     before = tokenizer.encode(prefix, add_special=False, parse_special=False)
     after = tokenizer.encode(suffix, add_special=False, parse_special=False)
     keep_before, keep_after = min(len(before), 3 * budget // 4), min(len(after), budget // 4)

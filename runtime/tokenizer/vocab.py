@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -31,6 +32,7 @@ from corral.runtime.tokenizer.pretokenize import TokenizerError
 from corral.runtime.tokenizer.specials import Special, SpecialSplitter
 
 log = logging.getLogger(__name__)
+_WHITESPACE = re.compile(r"\s+")  # what LSTRIP/RSTRIP special tokens may swallow
 
 
 class TokenType(IntEnum):
@@ -187,6 +189,7 @@ class Vocabulary:
             if flag and self._roles.get(role) is None:
                 raise TokenizerError(f"GGUF tokenizer asks to add a {role} token but has none")
         rules = strip or StripRules()
+        self._strips = rules != StripRules()  # some special tokens swallow whitespace
         self._splitter = SpecialSplitter(
             Special(self._tokens[i], i, t == TokenType.USER_DEFINED, *rules.flags(self._tokens[i]))
             for i in sorted(specials | self._retyped)
@@ -302,15 +305,25 @@ class Vocabulary:
     def fewest_tokens(self, text: str) -> int:
         """A lower bound of `len(encode(text))`, without encoding: a token covers at most
         as many characters of the text as its entry has (one per byte or per ▁), so a
-        50 MB prompt is known to be too long at once."""
+        50 MB prompt is known to be too long at once. Where special tokens swallow the
+        whitespace beside them (LSTRIP/RSTRIP), whitespace is not counted."""
+        if self._strips:
+            text = _WHITESPACE.sub("", text)
         return -(-len(text) // self._longest)
 
     def prefix_with_tokens(self, text: str, n: int) -> str:
         """A prefix of `text` that encodes to at least `n` tokens if the whole does (for
         truncating a huge text without encoding all of it). Its first `n` tokens are the
         whole text's, unless one pre-tokenizer chunk spans the cut (a run of thousands of
-        characters without a space)."""
-        return text[: n * self._longest]
+        characters without a space). The whole text where whitespace may be swallowed."""
+        return text if self._strips else text[: n * self._longest]
+
+    def suffix_with_tokens(self, text: str, n: int) -> str:
+        """The end of `text` that encodes to at least `n` tokens if the whole does: as
+        `prefix_with_tokens`, from the other side."""
+        return (
+            text if self._strips or len(text) <= n * self._longest else text[-n * self._longest :]
+        )
 
     def encode(self, text: str, add_special: bool = True, parse_special: bool = True) -> list[int]:
         """Token ids of `text`, as llama_tokenize(text, add_special, parse_special)."""

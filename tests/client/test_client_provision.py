@@ -123,6 +123,7 @@ def test_a_failing_step_is_reported_the_rest_done_and_the_exit_is_1(
         ("models: []\nprune: yes please\n", "prune: must be true or false"),
         ("models: [a, {name: A, from: x.gguf}]\n", "models[1]: a:latest is already declared"),
         ("models: [a]\naliases: {a: b}\n", "aliases: a:latest: the name is already declared"),
+        ("aliases: {x: a, X:latest: b}\n", "aliases: x:latest: the name is already declared by"),
     ],
 )
 def test_a_bad_file_is_one_line_and_changes_nothing(

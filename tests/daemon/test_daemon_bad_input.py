@@ -160,6 +160,9 @@ def test_a_huge_prompt_is_refused_without_being_tokenized(daemon: Daemon, tiny: 
     for path, body in (("/api/generate", generate), ("/api/chat", chat)):
         status, answer, _ = daemon.raw("POST", path, json.dumps(body))
         assert status == 400 and "the prompt is at least" in error_of(answer), path
+    continued = json.dumps(generate | {"context": [1, 2, 3]})
+    status, answer, _ = daemon.raw("POST", "/api/generate", continued)
+    assert status == 400 and "the context and prompt are at least" in error_of(answer)
     status, answer, _ = daemon.raw(
         "POST", "/api/embed", json.dumps({"model": tiny, "input": huge, "truncate": False})
     )

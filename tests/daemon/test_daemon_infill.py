@@ -88,6 +88,8 @@ def test_a_long_prefix_and_suffix_are_cut_next_to_the_gap(fim_daemon: Daemon) ->
     assert "fill-in-the-middle input cut to 24 prefix and 8 suffix tokens (of 105 and 104)" in (
         fim_daemon.log()
     )
+    huge = generate(fim_daemon, prompt="A" * 5_000_000 + "<near", suffix=tail, options=options)
+    assert huge["context"][: len(prompt)] == prompt  # only its end was ever tokenized
 
 
 def test_openai_completions_suffix_is_infill(fim_daemon: Daemon) -> None:

@@ -353,3 +353,15 @@ def test_gemma3_gpl3_text_matches_llama_cpp(gemma3: tuple[dict[str, Any], Any, A
     for piece in (text, "=" * 10_000, " " * 3000, "<start_of_turn>" * 50, "日本語" * 100):
         assert tok.fewest_tokens(piece) <= len(tok.encode(piece, add_special=False))
     assert tok.encode(tok.prefix_with_tokens(text, 256))[:256] == ids_[:256]
+
+
+@pytest.mark.slow
+def test_the_length_bound_holds_where_specials_swallow_whitespace() -> None:
+    """Phi-3's special tokens strip the whitespace after them (llama.cpp's RSTRIP): a
+    prompt of mostly such whitespace is a few tokens, and must not be refused as long."""
+    with GGUFFile.open(assets.vocab_file("phi-3")) as f:
+        tok = load_tokenizer(f.metadata)
+    for text in ("<|user|>\n" + "\n" * 40000 + "Hi<|end|>\n<|assistant|>\n", "</s>" + " " * 2000):
+        ids = tok.encode(text)
+        assert tok.fewest_tokens(text) <= len(ids) < 10
+        assert tok.encode(tok.prefix_with_tokens(text, 4))[:4] == ids[:4]
