@@ -51,31 +51,8 @@ def download(
     `headers` are sent with every request (e.g. a hub's Authorization); `mismatch_hint`
     ends the error of a file whose sha256 is not `expected_sha256`. A failure before any
     byte arrived leaves no empty partial file behind."""
-    try:
-        return _download(
-            url, partial, expected_sha256, options, progress, cancel, total, what,
-            dict(headers or {}), mismatch_hint,
-        )  # fmt: skip
-    except BaseException:
-        with contextlib.suppress(OSError):
-            if partial.stat().st_size == 0:
-                partial.unlink()
-        raise
-
-
-def _download(
-    url: str,
-    partial: Path,
-    expected_sha256: str | None,
-    options: HttpOptions,
-    progress: ByteProgress,
-    cancel: threading.Event,
-    total: int | None,
-    what: str,
-    base: dict[str, str],
-    mismatch_hint: str,
-) -> str:
-    with _locked(partial, cancel) as f:
+    base = dict(headers or {})
+    with _no_empty_partial(partial), _locked(partial, cancel) as f:
         h, have = _hash_existing(f, cancel)
         try:
             response = open_url(url, options, base | {"Range": f"bytes={have}-"} if have else base)
@@ -104,6 +81,18 @@ def _download(
                 + mismatch_hint
             )
         return actual
+
+
+@contextlib.contextmanager
+def _no_empty_partial(partial: Path) -> Iterator[None]:
+    """On failure, remove the partial file if no byte ever reached it."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if partial.stat().st_size == 0:
+                partial.unlink()
+        raise
 
 
 def _stream(

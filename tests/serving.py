@@ -36,6 +36,17 @@ def short_socket_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="corral-t", dir="/tmp"))
 
 
+def corral_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`corral ARGS...` in a fresh process with `env`: its exit status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "corral.client", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def daemon_env(home: Path, socket_path: Path, **extra: str) -> dict[str, str]:
     """The environment of a daemon or CLI process using this home and socket."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}

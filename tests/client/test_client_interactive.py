@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from corral.client.http import Client
-from serving import Daemon, Terminal, daemon_env
+from serving import Daemon, Terminal, corral_cli, daemon_env
 from tiny import write_tiny_llama
 
 
@@ -170,16 +170,6 @@ def test_a_daemon_that_cannot_start_is_one_clear_error(socket_dir: Path, tmp_pat
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: corral serve exited with status 2: Error: CORRAL_KEEP_ALIVE")
     assert str(home / "logs" / "serve.log") in line
-
-
-def corral_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corral.client", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_ps_and_stop_start_no_daemon_and_autostart_can_be_turned_off(

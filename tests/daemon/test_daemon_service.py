@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from serving import Daemon, daemon_env
+from serving import Daemon, corral_cli, daemon_env
 from tiny import write_tiny_llama
 
 LONG_NAME = "long:latest"
@@ -22,16 +20,6 @@ ENDLESS = {
     "temperature": 0,
     "repeat_penalty": 1.0,
 }
-
-
-def corral(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corral.client", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def store_files(home: Path) -> set[str]:
@@ -80,7 +68,7 @@ def test_the_daemon_writes_its_pid_file_and_removes_it_on_exit(tmp_path: Path) -
 def test_serve_stop_stops_the_daemon_and_waits_until_it_is_gone(tmp_path: Path) -> None:
     with Daemon.start_in(tmp_path / "home") as daemon:
         assert daemon.process is not None
-        result = corral(daemon.env, "serve", "--stop")
+        result = corral_cli(daemon.env, "serve", "--stop")
         assert result.returncode == 0, result.stderr
         assert result.stderr.strip() == f"stopped corral (pid {daemon.process.pid})"
         assert not daemon.socket_path.exists()  # gone before --stop returned
@@ -93,7 +81,7 @@ def test_serve_stop_finds_the_daemon_by_its_socket_without_a_pid_file(tmp_path: 
     with Daemon.start_in(tmp_path / "home") as daemon:
         assert daemon.process is not None
         (daemon.home / "serve.pid").unlink()
-        result = corral(daemon.env, "serve", "--stop")
+        result = corral_cli(daemon.env, "serve", "--stop")
         assert result.returncode == 0, result.stderr
         assert result.stderr.strip() == f"stopped corral (pid {daemon.process.pid})"
         assert daemon.process.wait(30) == 0
@@ -103,7 +91,7 @@ def test_serve_stop_without_a_daemon_says_so(socket_dir: Path, tmp_path: Path) -
     home = tmp_path / "home"
     home.mkdir()
     (home / "serve.pid").write_text("1\n")  # stale: nothing holds the home's lock
-    result = corral(daemon_env(home, socket_dir / "corral.sock"), "serve", "--stop")
+    result = corral_cli(daemon_env(home, socket_dir / "corral.sock"), "serve", "--stop")
     assert result.returncode == 0
     assert result.stderr.startswith("corral is not running")
 
@@ -112,7 +100,7 @@ def test_a_second_daemon_on_the_same_home_refuses(socket_dir: Path, tmp_path: Pa
     with Daemon.start_in(tmp_path / "home") as daemon:
         assert daemon.process is not None
         other_socket = socket_dir / "other.sock"
-        result = corral(daemon_env(daemon.home, other_socket), "serve")
+        result = corral_cli(daemon_env(daemon.home, other_socket), "serve")
         assert result.returncode == 1
         assert result.stderr.strip().splitlines()[-1] == (
             f"Error: another corral daemon (pid {daemon.process.pid}) is already using "
@@ -125,7 +113,7 @@ def test_a_second_daemon_on_the_same_home_refuses(socket_dir: Path, tmp_path: Pa
 
 
 def test_unknown_serve_arguments_are_one_line(tmp_path: Path, socket_dir: Path) -> None:
-    result = corral(daemon_env(tmp_path, socket_dir / "s.sock"), "serve", "--bogus")
+    result = corral_cli(daemon_env(tmp_path, socket_dir / "s.sock"), "serve", "--bogus")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "Error: unknown argument '--bogus'; `corral serve --help` lists them"
@@ -138,7 +126,7 @@ def test_a_tcp_port_in_use_is_a_clear_error(tmp_path: Path, socket_dir: Path) ->
         taken.listen()
         port = taken.getsockname()[1]
         env = daemon_env(tmp_path, socket_dir / "s.sock", CORRAL_HOST=f"127.0.0.1:{port}")
-        result = corral(env, "serve")
+        result = corral_cli(env, "serve")
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: cannot listen on 127.0.0.1:{port}")
@@ -158,7 +146,7 @@ def test_a_tcp_port_in_use_is_a_clear_error(tmp_path: Path, socket_dir: Path) ->
 def test_bad_settings_are_one_line_and_exit_2(
     tmp_path: Path, socket_dir: Path, variable: str, value: str, words: str
 ) -> None:
-    result = corral(daemon_env(tmp_path, socket_dir / "s.sock", **{variable: value}), "serve")
+    result = corral_cli(daemon_env(tmp_path, socket_dir / "s.sock", **{variable: value}), "serve")
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("Error: ") and words in line
@@ -179,7 +167,7 @@ def test_killing_the_daemon_mid_generation_leaves_a_store_the_next_daemon_serves
         assert daemon.process.wait(30) == -signal.SIGKILL
         stream.close()
         assert daemon.socket_path.exists()  # a crash leaves its socket and pid file behind
-        assert corral(daemon.env, "serve", "--stop").stderr.startswith("corral is not running")
+        assert corral_cli(daemon.env, "serve", "--stop").stderr.startswith("corral is not running")
         assert store_files(home) == before  # generation never writes to the store
 
         daemon.start()  # the same home and socket
