@@ -26,6 +26,7 @@ ENV_AUTOSTART = "CORRAL_AUTOSTART"  # "0": the client never starts the daemon
 START_TIMEOUT = 15.0  # seconds
 POLL_INTERVAL = 0.1
 LOG_NAME = Path("logs") / "serve.log"
+ROTATE_BYTES = 10 << 20  # a log bigger than this is moved aside when a daemon starts
 
 
 class AutostartError(RuntimeError):
@@ -54,6 +55,7 @@ def start_daemon(home: Path, socket_path: Path, environ: Mapping[str, str]) -> s
     """Launch `corral serve` detached, serving `socket_path`, logging under `home`."""
     log_path = home / LOG_NAME
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    _rotate(log_path)
     env = {**environ, ENV_SOCKET: str(socket_path)}
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
@@ -65,6 +67,16 @@ def start_daemon(home: Path, socket_path: Path, environ: Mapping[str, str]) -> s
             env=env,
         )
     return process  # the daemon writes <home>/serve.pid itself, once it owns the home
+
+
+def _rotate(log_path: Path) -> None:
+    """Keep the log of the daemon before last as serve.log.1 once the log is big: a
+    daemon started in the background for months logs every request."""
+    try:
+        if log_path.stat().st_size > ROTATE_BYTES:
+            log_path.replace(log_path.with_name(log_path.name + ".1"))
+    except FileNotFoundError:
+        pass
 
 
 def _wait_until_answering(

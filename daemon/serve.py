@@ -35,6 +35,8 @@ log = logging.getLogger("corral.daemon")
 
 SHUTDOWN_TIMEOUT = 5.0  # seconds running requests get to finish once cancelled
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# aiohttp's line per answered request: client, request line, status, bytes, seconds taken
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 USAGE = """Usage: corral serve [--stop]
 
 Run the corral daemon in the foreground: it serves the Ollama API on a Unix
@@ -106,7 +108,10 @@ async def serve(config: DaemonConfig) -> None:
             "corral daemon, pid %d, %d open files allowed", os.getpid(), raise_open_files_limit()
         )
         runner = web.AppRunner(
-            create_app(config), handler_cancellation=True, shutdown_timeout=SHUTDOWN_TIMEOUT
+            create_app(config),
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            access_log_format=ACCESS_LOG_FORMAT,
         )
         await runner.setup()
         inode = None

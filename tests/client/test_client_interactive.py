@@ -116,6 +116,9 @@ def test_run_starts_the_daemon_when_none_answers(
     env = daemon_env(home, socket_path)
     client = Client(str(socket_path))
     assert not client.is_running()
+    old_log = home / "logs" / "serve.log"
+    old_log.parent.mkdir(parents=True)
+    old_log.write_bytes(b"an old daemon's line\n" * 600_000)  # 12.6 MB: moved aside
     try:
         listing = subprocess.run(
             [sys.executable, "-m", "corral.client", "list"],
@@ -129,6 +132,8 @@ def test_run_starts_the_daemon_when_none_answers(
         assert client.is_running()
         pid = int((home / "serve.pid").read_text())
         assert "listening on" in (home / "logs" / "serve.log").read_text()
+        assert "an old daemon" not in (home / "logs" / "serve.log").read_text()
+        assert (home / "logs" / "serve.log.1").stat().st_size == 12_600_000
         pulled = subprocess.run(
             [sys.executable, "-m", "corral.client", "pull", str(tiny_gguf)],
             env=env,

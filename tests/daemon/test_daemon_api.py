@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def test_show_reports_metadata_template_and_manifest(daemon: Daemon, tiny: str) 
         "<|im_start|>",
         "<|im_end|>",
     ]
+
+
+def test_each_answered_request_is_a_log_line_with_its_duration(daemon: Daemon) -> None:
+    daemon.client.list()
+    line = daemon.wait_for_log('"GET /api/tags HTTP/1.1" 200 ')
+    assert re.search(r'"GET /api/tags HTTP/1\.1" 200 \d+ \d+\.\d+s ', line), line
 
 
 def test_generate_streams_pieces_then_statistics(daemon: Daemon, tiny: str) -> None:
