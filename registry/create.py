@@ -45,8 +45,13 @@ from corral.registry.manifest import Manifest
 from corral.registry.modelfile import Modelfile, ModelfileError
 from corral.registry.names import ModelName
 from corral.registry.progress import ProgressFn, PullProgress
-from corral.registry.pull import pull
-from corral.registry.sources import FetchContext, is_direct_source, parse_source
+from corral.registry.pull import pull, pull_target, same_source
+from corral.registry.sources import (
+    FetchContext,
+    is_direct_source,
+    is_local_source,
+    parse_source,
+)
 from corral.registry.store import InstalledModel, Store
 from corral.runtime.quantize import QuantizeProgress, quantize_gguf
 
@@ -106,18 +111,29 @@ def _resolve(store: Store, mf: Modelfile, progress: ProgressFn, cancel: threadin
         raise ModelfileError(
             "no 'from': say which model to start from (a name, a GGUF file or a source)"
         )
-    if is_direct_source(mf.from_) and not _is_installed(store, mf.from_):
+    installed = _installed_as(store, mf.from_)
+    if is_direct_source(mf.from_) and installed is None:
         return _fetched(store, mf, progress, cancel)
-    return _installed(store, mf.from_, progress, cancel)
+    return _installed(store, installed or mf.from_, progress, cancel)
 
 
-def _is_installed(store: Store, text: str) -> bool:
-    """Whether `text` names an installed model (an `hf.co/org/repo:tag` pulled before is
-    used as it is, as in Ollama, not fetched again)."""
+def _installed_as(store: Store, text: str) -> str | None:
+    """The installed model `text` names: itself (an `hf.co/org/repo:tag` pulled before is
+    used as it is, as in Ollama, not fetched again), or a remote source's model pulled
+    from that very source (`hf://org/repo`). A local file is always brought in again."""
     try:
-        return store.find(ModelName.parse(text)) is not None
+        if store.find(ModelName.parse(text)) is not None:
+            return text
     except CorralError:  # not a model name (a file, a URL) or a broken install
-        return False
+        pass
+    if not is_direct_source(text) or is_local_source(text):
+        return None
+    try:
+        model = store.find(pull_target(text))
+    except CorralError:
+        return None
+    recorded = model.manifest.source.get("source") if model is not None else None
+    return model.name if model is not None and same_source(parse_source(text), recorded) else None
 
 
 def _installed(store: Store, text: str, progress: ProgressFn, cancel: threading.Event) -> _Base:

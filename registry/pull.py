@@ -39,7 +39,7 @@ from corral.registry.sources.hub_repo import RepoSource
 from corral.registry.sources.local import LocalSource
 from corral.registry.store import InstalledModel, Store
 
-__all__ = ["PullPlan", "PullProgress", "plan_pull", "pull", "pull_target"]
+__all__ = ["PullPlan", "PullProgress", "plan_pull", "pull", "pull_target", "same_source"]
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def _up_to_date(installed: InstalledModel, plan: PullPlan, emit: ProgressFn) -> 
         [dict(m) for m in manifest.messages],
     )
     sources = [parse_source(spec) for spec in recipe.sources]
-    from_recipe = any(_same_source(source, manifest.source.get("source")) for source in sources)
+    from_recipe = any(same_source(source, manifest.source.get("source")) for source in sources)
     return "recipe" in manifest.source and made == have and from_recipe
 
 
@@ -180,7 +180,7 @@ def _source_unchanged(source: Source, recorded: dict[str, Any], emit: ProgressFn
     repository not pinned to that commit, still what the hub has (Ollama checks for a
     newer model on every pull). A hub that cannot answer leaves the installed model in
     place, saying so."""
-    if isinstance(source, LocalSource) or not _same_source(source, recorded.get("source")):
+    if isinstance(source, LocalSource) or not same_source(source, recorded.get("source")):
         return False
     is_current = getattr(source, "is_current", None)
     revision = recorded.get("revision")
@@ -193,7 +193,7 @@ def _source_unchanged(source: Source, recorded: dict[str, Any], emit: ProgressFn
         return True
 
 
-def _same_source(source: Source, recorded: object) -> bool:
+def same_source(source: Source, recorded: object) -> bool:
     """Whether `recorded` (a manifest's source as written) is `source`, however spelled."""
     if not isinstance(recorded, str):
         return False

@@ -209,9 +209,10 @@ def test_create_from_an_installed_hub_model_uses_it_as_it_is(
 ) -> None:
     installed = pull(store, f"hf.co/{REPO}:Q8_0")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{refused_port}")  # hub gone
-    mine = create(store, "mine", Modelfile(from_=installed.name, system="Be brief."))
-    assert mine.manifest.model == installed.manifest.model
-    assert mine.manifest.source["created_from"] == installed.name
+    for base in (installed.name, f"hf://{REPO}:Q8_0"):  # as listed, or the source it came from
+        mine = create(store, "mine", Modelfile(from_=base, system="Be brief."))
+        assert mine.manifest.model == installed.manifest.model
+        assert mine.manifest.source["created_from"] == installed.name
 
 
 def test_another_spelling_of_an_installed_source_is_the_same_source(
