@@ -46,7 +46,7 @@ async def ps_handler(request: web.Request) -> web.Response:
     entries = []
     for info in state.scheduler.loaded():  # most recently used first
         model = by_name.get(info.name) or by_digest.get(info.digest)
-        if model is not None and not info.stopping:  # a deleted model is on its way out
+        if model is not None:  # a deleted model is on its way out: not listed
             entries.append(_ps_entry(info, model))
     return json_response(ProcessResponse(models=tuple(entries)))
 
@@ -105,7 +105,10 @@ class _BodyReader:
 
 
 def _ps_entry(info: LoadedInfo, model: InstalledModel) -> ProcessModelResponse:
-    expires = info.expires_at or datetime.now(UTC) + FOREVER
+    # a copy stopped (or replaced) while a request still uses it: expired, as Ollama
+    # shows one being unloaded ("Stopping..." in `ps`)
+    now = datetime.now(UTC)
+    expires = now if info.stopping else info.expires_at or now + FOREVER
     return ProcessModelResponse(
         name=model.name,
         model=model.name,

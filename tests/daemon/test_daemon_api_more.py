@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from corral.client.api import parse_time
 from corral.client.http import ResponseError
 from corral.runtime.chat_template import PLAIN_TEMPLATE
 from serving import Daemon
@@ -202,3 +204,20 @@ def test_show_of_a_model_without_a_template_shows_the_one_corral_uses(
     assert daemon.client.pull(str(path), stream=False).status == "success"
     shown = daemon.client.show("bare")
     assert shown.template == PLAIN_TEMPLATE
+
+
+def test_a_model_stopped_while_answering_shows_as_stopping_until_it_is_done(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    endless = write_tiny_llama(tmp_path / "endless.gguf", endless=True, seed=5)
+    daemon.client.pull(str(endless), stream=False)
+    answer = daemon.client.generate("endless", "Hi", options={"num_predict": 100_000})
+    try:
+        assert next(answer).response is not None  # answering
+        daemon.client.generate("endless", "", keep_alive=0, stream=False)  # `corral stop`
+        (entry,) = [m for m in daemon.client.ps().models if m.name == "endless:latest"]
+        assert parse_time(entry.expires_at) <= datetime.now(UTC)  # `ps`: "Stopping..."
+    finally:
+        answer.close()
+    daemon.wait_for_log("unloaded endless:latest")
+    assert "endless:latest" not in {m.name for m in daemon.client.ps().models}
