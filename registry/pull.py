@@ -184,7 +184,7 @@ def _source_unchanged(source: Source, recorded: dict[str, Any], emit: ProgressFn
         return False
     is_current = getattr(source, "is_current", None)
     revision = recorded.get("revision")
-    if is_current is None or (revision and revision == source.revision):
+    if is_current is None or (revision and revision == getattr(source, "revision", None)):
         return True  # a URL, a wheel version, a commit: fixed by the source itself
     try:
         return bool(is_current(recorded))
