@@ -7,6 +7,7 @@ so `corral serve --help` and the README can print the same table.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ DEFAULT_KEEP_ALIVE = 300.0  # seconds: Ollama's 5 minutes
 DEFAULT_NUM_CTX = 4096
 DEFAULT_MAX_LOADED = 3  # Ollama's default for CPU inference; memory usually decides first
 DEFAULT_MAX_QUEUE = 512  # Ollama's OLLAMA_MAX_QUEUE
+DEFAULT_IDLE_TIMEOUT = 75.0  # seconds: aiohttp's keep-alive before 3.12 (it is an hour now)
 DEFAULT_NUM_PARALLEL = 4  # as Ollama since 0.2 where memory allows: batched decoding makes it pay
 ENV_TOKEN = "CORRAL_API_TOKEN"
 ENV_ORIGINS = "CORRAL_ORIGINS"
@@ -92,6 +94,11 @@ SETTINGS: tuple[Setting, ...] = (
         str(DEFAULT_MAX_QUEUE),
         "requests that may wait for a model or a slot; more are refused with 503",
     ),
+    Setting(
+        "CORRAL_IDLE_TIMEOUT",
+        "75s",
+        "a connection sending no request (or an unfinished one) for this long is closed",
+    ),
     Setting("CORRAL_DEBUG", "0", "log at debug level"),
 )
 
@@ -109,6 +116,7 @@ class DaemonConfig:
     max_memory: int | None = None  # bytes; None: no limit
     num_parallel: int = DEFAULT_NUM_PARALLEL
     max_queue: int = DEFAULT_MAX_QUEUE
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds
     debug: bool = False
 
     @classmethod
@@ -128,6 +136,7 @@ class DaemonConfig:
             max_memory=_read(environ, "CORRAL_MAX_MEMORY", parse_size, None) or default_budget(),
             num_parallel=_read(environ, "CORRAL_NUM_PARALLEL", _positive_int, DEFAULT_NUM_PARALLEL),
             max_queue=_read(environ, "CORRAL_MAX_QUEUE", _count, DEFAULT_MAX_QUEUE),
+            idle_timeout=_read(environ, "CORRAL_IDLE_TIMEOUT", _timeout, DEFAULT_IDLE_TIMEOUT),
             debug=_read(environ, "CORRAL_DEBUG", _flag, False),
         )
         config.check_exposure()
@@ -169,6 +178,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise ValueError("must be 1 or more")
     return value
+
+
+def _timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if not 0 < seconds < math.inf:
+        raise ValueError("use a positive duration like 75s or 5m")
+    return seconds
 
 
 def _flag(text: str) -> bool:

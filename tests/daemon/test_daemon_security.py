@@ -216,3 +216,15 @@ def test_openai_clients_get_refusals_in_openais_shape(guarded: tuple[Daemon, int
     assert refused.value.status_code == 401
     assert "missing or wrong API token" in refused.value.message
     assert refused.value.body["message"].startswith("missing or wrong API token")
+
+
+def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path) -> None:
+    """Idle and half-sent connections are closed after CORRAL_IDLE_TIMEOUT: otherwise
+    clients that open connections and send nothing could use up the daemon's files."""
+    port = free_port()
+    with Daemon.start_in(tmp_path, CORRAL_HOST=f"127.0.0.1:{port}", CORRAL_IDLE_TIMEOUT="1s"):
+        half = socket.create_connection(("127.0.0.1", port), timeout=30)
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        with half, idle:
+            half.sendall(b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end of headers
+            assert half.recv(100) == b"" and idle.recv(100) == b""  # closed by the daemon
