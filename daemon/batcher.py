@@ -215,6 +215,7 @@ class Batcher:
                 job.cancel,
                 prefill_chunk=PREFILL_CHUNK,
                 num_ctx=s.num_ctx,
+                logprobs=s.logprobs,
             )
         except Exception as e:
             job.fail(e)

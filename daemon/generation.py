@@ -1,7 +1,8 @@
 """One generation: hold the model, join its batch loop, stream the text.
 
-Yields the text pieces as they come, then one `Finished` with Ollama's
-statistics (nanoseconds) and the conversation's tokens (`context`). The prompt
+Yields the text pieces as they come (with their tokens' log probabilities when
+asked), then one `Finished` with Ollama's statistics (nanoseconds) and the
+conversation's tokens (`context`). The prompt
 is rendered and tokenized in a worker thread, so a long prompt never blocks the
 event loop; the model's batch loop (batcher.py) then prefills it and decodes it
 together with the model's other running requests.
@@ -44,7 +45,7 @@ async def generate(
     keep_alive: float | None,
     prompt_ids: PromptIds,
     started_ns: int,
-) -> AsyncIterator[str | Finished]:
+) -> AsyncIterator[Piece | Finished]:
     """Text pieces, then Finished. Leaving early cancels the generation at once."""
     holding = state.scheduler.use(
         model.model_path, model.digest, settings.num_ctx, keep_alive, name=model.name
@@ -57,7 +58,7 @@ async def generate(
             async with contextlib.aclosing(events):
                 async for event in events:
                     if isinstance(event, Piece):
-                        yield event.text
+                        yield event
                         continue
                     if event.reason == "cancel" and state.stopping:
                         raise RequestError("corral is shutting down; the answer was cut short", 503)

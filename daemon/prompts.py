@@ -41,8 +41,6 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("tools", "tool calling ('tools') is not supported yet"),
     ("template", "a request 'template' is not supported yet: corral uses the model's template"),
     ("think", "thinking ('think') is not supported: corral has no thinking models yet"),
-    ("logprobs", "log probabilities ('logprobs') are not supported yet"),
-    ("top_logprobs", "log probabilities ('top_logprobs') are not supported yet"),
 )
 
 

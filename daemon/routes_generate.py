@@ -23,17 +23,20 @@ from corral.client.api import (
     ChatResponse,
     GenerateRequest,
     GenerateResponse,
+    Logprob,
     Message,
+    TokenLogprob,
     now_rfc3339,
     parse_duration,
 )
 from corral.daemon import prompts
 from corral.daemon.generation import Finished, generate
-from corral.daemon.settings import GenerationSettings, settings_for
+from corral.daemon.settings import GenerationSettings, logprobs_wanted, settings_for
 from corral.daemon.state import STATE, DaemonState
 from corral.daemon.wire_io import json_response, read_request, stream_ndjson
 from corral.registry.store import InstalledModel
-from corral.runtime.engine import Engine
+from corral.runtime import logprobs as runtime
+from corral.runtime.engine import Engine, Piece
 
 routes = web.RouteTableDef()
 
@@ -84,8 +87,13 @@ async def generate_events(
     prompts.refuse_unsupported(req)
     model, settings, keep_alive = await _prepare(state, req)
 
-    def piece(text: str) -> GenerateResponse:
-        return GenerateResponse(model=req.model, created_at=now_rfc3339(), response=text)
+    def piece(p: Piece) -> GenerateResponse:
+        return GenerateResponse(
+            model=req.model,
+            created_at=now_rfc3339(),
+            response=p.text,
+            logprobs=wire_logprobs(p.logprobs),
+        )
 
     def final(finished: Finished | None) -> GenerateResponse:
         return GenerateResponse(
@@ -122,11 +130,12 @@ async def chat_events(
     prompts.refuse_unsupported(req)
     model, settings, keep_alive = await _prepare(state, req)
 
-    def piece(text: str) -> ChatResponse:
+    def piece(p: Piece) -> ChatResponse:
         return ChatResponse(
             model=req.model,
             created_at=now_rfc3339(),
-            message=Message(role="assistant", content=text),
+            message=Message(role="assistant", content=p.text),
+            logprobs=wire_logprobs(p.logprobs),
         )
 
     def final(finished: Finished | None) -> ChatResponse:
@@ -161,6 +170,7 @@ async def respond(
 async def collect(events: AsyncIterator[R], shape: Shape[R]) -> R:
     """The final event, carrying the text of every piece before it."""
     texts: list[str] = []
+    logprobs: list[Logprob] = []
     final: R | None = None
     async with contextlib.aclosing(events):
         async for event in events:
@@ -168,8 +178,10 @@ async def collect(events: AsyncIterator[R], shape: Shape[R]) -> R:
                 final = event
             else:
                 texts.append(shape.text_of(event))
+                logprobs += event.logprobs or ()
     if final is None:
         raise RuntimeError("the answer ended without its final event")
+    final = dataclasses.replace(final, logprobs=tuple(logprobs) or None)
     return shape.with_text(final, "".join(texts))
 
 
@@ -178,6 +190,8 @@ async def _prepare(
 ) -> tuple[InstalledModel, GenerationSettings, float | None]:
     model = await state.resolve(req.model)
     settings = settings_for(req.options, model.manifest, state.config.num_ctx)
+    logprobs = logprobs_wanted(req.logprobs, req.top_logprobs)
+    settings = dataclasses.replace(settings, logprobs=logprobs)
     keep_alive = None if req.keep_alive is None else parse_duration(req.keep_alive)
     return model, settings, keep_alive
 
@@ -210,10 +224,29 @@ async def _one(event: R) -> AsyncIterator[R]:
 
 
 async def _answer(
-    pieces: AsyncIterator[str | Finished],
-    piece: Callable[[str], R],
+    pieces: AsyncIterator[Piece | Finished],
+    piece: Callable[[Piece], R],
     final: Callable[[Finished], R],
 ) -> AsyncIterator[R]:
     async with contextlib.aclosing(pieces):
         async for p in pieces:
-            yield piece(p) if isinstance(p, str) else final(p)
+            yield piece(p) if isinstance(p, Piece) else final(p)
+
+
+def wire_logprobs(logprobs: tuple[runtime.Logprob, ...]) -> tuple[Logprob, ...] | None:
+    """The runtime's log probabilities of a piece's tokens as Ollama sends them."""
+    if not logprobs:
+        return None
+    return tuple(
+        Logprob(
+            token=lp.chosen.token,
+            logprob=lp.chosen.logprob,
+            bytes=tuple(lp.chosen.token_bytes),
+            top_logprobs=tuple(
+                TokenLogprob(token=t.token, logprob=t.logprob, bytes=tuple(t.token_bytes))
+                for t in lp.top
+            )
+            or None,
+        )
+        for lp in logprobs
+    )

@@ -18,6 +18,7 @@ from typing import Any
 from corral.client.api import Options, WireError
 from corral.daemon.errors import RequestError
 from corral.registry.manifest import Manifest
+from corral.runtime.logprobs import MAX_TOP
 from corral.runtime.sampling import SamplerOptions
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class GenerationSettings:
     num_predict: int  # -1: until a stop or the context is full
     num_ctx: int
     stop: tuple[str, ...]
+    logprobs: int | None = None  # None: none; n: each token's, with the n most likely
 
 
 def model_defaults(parameters: Mapping[str, Any]) -> Options:
@@ -76,6 +78,15 @@ def settings_for(
         num_ctx=min(merged.num_ctx or default_num_ctx, manifest.context_length or sys.maxsize),
         stop=tuple(s for s in stop if s),
     )
+
+
+def logprobs_wanted(logprobs: bool | None, top_logprobs: int | None) -> int | None:
+    """How many of the most likely tokens to report beside each generated one (None: no
+    log probabilities at all), from a request's `logprobs` and `top_logprobs`."""
+    top = top_logprobs or 0
+    if not 0 <= top <= MAX_TOP:
+        raise RequestError(f"top_logprobs must be between 0 and {MAX_TOP}, got {top}")
+    return top if logprobs else None
 
 
 def _check_bounds(options: Options) -> None:

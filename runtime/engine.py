@@ -204,10 +204,12 @@ class Engine:
         cancel: threading.Event | None = None,
         prefill_chunk: int = PREFILL_CHUNK,
         num_ctx: int | None = None,
+        logprobs: int | None = None,
     ) -> Generation:
         """A Generation to drive with `step([...])` (or `prefill(gen)` for its whole
         prompt first); its prompt runs `prefill_chunk` tokens a step. `num_ctx`: a
-        smaller context window than the session's, for this generation only."""
+        smaller context window than the session's, for this generation only;
+        `logprobs`: each token's log probability with that many of the most likely."""
         if not prompt:
             raise ValueError("the prompt is empty: nothing to continue from")
         window = min(session.n_ctx, num_ctx or session.n_ctx)
@@ -226,6 +228,7 @@ class Engine:
             stop,
             cancel,
             n_ctx=window,
+            logprobs=logprobs,
         )
 
     def prefill(self, generation: Generation) -> list[Event]:

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from corral.runtime.kv_cache import KVCache
+from corral.runtime.logprobs import Logprob, logprob_of
 from corral.runtime.sampling import Sampler, SamplerOptions
 from corral.runtime.stream import TextStream
 from corral.runtime.tokenizer import Tokenizer
@@ -32,9 +33,11 @@ from corral.runtime.tokenizer import Tokenizer
 
 @dataclass(frozen=True)
 class Piece:
-    """A piece of generated text (never a partial UTF-8 character)."""
+    """A piece of generated text (never a partial UTF-8 character), with the log
+    probabilities of the tokens it completes when they were asked for."""
 
     text: str
+    logprobs: tuple[Logprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Generation:
         stop: Sequence[str] = (),
         cancel: threading.Event | None = None,
         n_ctx: int | None = None,  # the context window, if smaller than the session's cache
+        logprobs: int | None = None,  # None: none; n: each token's, with the n most likely
     ) -> None:
         self.session = session
         self._n_ctx = min(session.cache.n_ctx, n_ctx or session.cache.n_ctx)
@@ -89,6 +93,8 @@ class Generation:
         self._cancel = cancel
         self._generated: list[int] = []
         self._answer: list[str] = []  # the text pieces given out
+        self._logprobs = logprobs
+        self._pending_logprobs: list[Logprob] = []  # of tokens whose text is held back
         self._pending: list[int] | None = None  # prompt tokens still to run, once begun
         self._prompt_tokens = 0  # prompt tokens evaluated (after the cached prefix)
         self._prompt_ns = 0
@@ -147,8 +153,10 @@ class Generation:
         if token in self._tokenizer.eog_ids:
             return self._finish("stop", events)
         self._history.append(token)
+        if self._logprobs is not None:
+            self._pending_logprobs.append(self._logprob(logits, token))
         if not self._tokenizer.is_control(token) and (piece := self._text.push(token)):
-            events.append(Piece(piece))
+            events.append(self._piece(piece))
             self._answer.append(piece)
         if self._text.stopped:
             return self._finish("stop", events, context=self._context_without_stop())
@@ -158,6 +166,15 @@ class Generation:
             return self._finish("length", events)
         self.next_token = token
         return events
+
+    def _logprob(self, logits: np.ndarray, token: int) -> Logprob:
+        top, temperature = self._logprobs or 0, self._sampler.options.temperature
+        return logprob_of(logits, token, top, temperature, self._tokenizer.token_bytes)
+
+    def _piece(self, text: str) -> Piece:
+        """A piece with the log probabilities of the tokens since the last one."""
+        logprobs, self._pending_logprobs = tuple(self._pending_logprobs), []
+        return Piece(text, logprobs)
 
     def _context_without_stop(self) -> tuple[int, ...]:
         """After a stop string: the prompt and the answer as shown, no part of the stop
@@ -191,7 +208,7 @@ class Generation:
         context still ends with (a next turn's prompt runs them); `context`: another
         context than the session's tokens and `unrun`."""
         if tail := self._text.finish():
-            events.append(Piece(tail))
+            events.append(self._piece(tail))
         events.append(
             Done(
                 reason=reason,

@@ -24,6 +24,7 @@ from corral.client.api.bodies import (
     GenerateResponse,
     ListModelResponse,
     ListResponse,
+    Logprob,
     Message,
     Metrics,
     ModelDetails,
@@ -32,6 +33,7 @@ from corral.client.api.bodies import (
     PullRequest,
     ShowRequest,
     ShowResponse,
+    TokenLogprob,
     VersionResponse,
 )
 from corral.client.api.codec import Wire, WireError, nullable, wire
@@ -83,6 +85,7 @@ __all__ = [
     "GenerateResponse",
     "ListModelResponse",
     "ListResponse",
+    "Logprob",
     "Message",
     "Metrics",
     "ModelDetails",
@@ -93,6 +96,7 @@ __all__ = [
     "PullRequest",
     "ShowRequest",
     "ShowResponse",
+    "TokenLogprob",
     "VersionResponse",
     "Wire",
     "WireError",

@@ -77,8 +77,8 @@ class GenerateRequest(Wire):
     format: Any = None
     images: tuple[str, ...] | None = None
     think: Any = None  # newer Ollama clients send it; refused when set (daemon/prompts.py)
-    logprobs: Any = None  # refused when set, as `think`
-    top_logprobs: Any = None
+    logprobs: bool | None = None  # each generated token's log probability ...
+    top_logprobs: int | None = None  # ... with this many of the most likely (0-20)
     keep_alive: str | float | None = None
     options: Options | None = None
 
@@ -94,8 +94,8 @@ class ChatRequest(Wire):
     format: Any = None
     tools: tuple[Any, ...] | None = None
     think: Any = None
-    logprobs: Any = None
-    top_logprobs: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
     keep_alive: str | float | None = None
     options: Options | None = None
 
@@ -159,6 +159,23 @@ class Metrics(Wire):
 
 
 @wire
+class TokenLogprob(Wire):
+    """A token's text, its log probability and its bytes (a part of a UTF-8 character
+    shows as U+FFFD in `token`; `bytes` has it whole)."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...] | None = None
+
+
+@wire
+class Logprob(TokenLogprob):
+    """A generated token's log probability, with the most likely ones if asked for."""
+
+    top_logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@wire
 class GenerateResponse(Metrics):
     model: str
     created_at: str
@@ -166,6 +183,7 @@ class GenerateResponse(Metrics):
     done: bool = False
     done_reason: str | None = None
     context: tuple[int, ...] | None = None
+    logprobs: tuple[Logprob, ...] | None = None  # the tokens of `response`, when asked
 
 
 @wire
@@ -175,6 +193,7 @@ class ChatResponse(Metrics):
     message: Message
     done: bool = False
     done_reason: str | None = None
+    logprobs: tuple[Logprob, ...] | None = None  # the tokens of `message`, when asked
 
 
 @wire

@@ -89,8 +89,8 @@ def test_generate_context_round_trip(daemon: Daemon, tiny: str) -> None:
         ({"context": [-1]}, "'context' holds token -1"),
         ({"context": [1], "raw": True}, "raw mode does not support 'context'"),
         ({"system": "Be brief.", "raw": True}, "raw mode does not support 'system'"),
-        ({"logprobs": True}, "log probabilities ('logprobs') are not supported"),
-        ({"top_logprobs": 2}, "log probabilities ('top_logprobs') are not supported"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20"),
+        ({"logprobs": "yes"}, "field 'logprobs' must be"),
         ({"context": ["a"]}, "field 'context[0]' must be an integer"),
         ({"suffix": "tail"}, "tiny:latest does not support insert: its vocabulary has no fill"),
         ({"suffix": "tail", "raw": True}, "raw mode does not support 'suffix'"),
@@ -221,3 +221,43 @@ def test_a_model_stopped_while_answering_shows_as_stopping_until_it_is_done(
         answer.close()
     daemon.wait_for_log("unloaded endless:latest")
     assert "endless:latest" not in {m.name for m in daemon.client.ps().models}
+
+
+def test_logprobs_come_with_each_piece_and_join_in_one_answer(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    endless = write_tiny_llama(tmp_path / "talker.gguf", endless=True, seed=6)
+    daemon.client.pull(str(endless), stream=False)
+    body = {
+        "model": "talker",
+        "prompt": "Hi",
+        "logprobs": True,
+        "top_logprobs": 2,
+        "options": {"temperature": 0, "num_predict": 8},
+    }
+    status, lines = daemon.post_json("/api/generate", body)
+    assert status == 200
+    pieces = [line for line in lines if not line["done"]]
+    logprobs = [lp for line in pieces for lp in line["logprobs"]]
+    assert len(logprobs) == lines[-1]["eval_count"] == 8
+    text = bytes(b for lp in logprobs for b in lp["bytes"]).decode(errors="replace")
+    assert text == "".join(line["response"] for line in pieces)
+    for lp in logprobs:  # greedy: each chosen token is the most likely one
+        assert [t["logprob"] for t in lp["top_logprobs"]] == sorted(
+            (t["logprob"] for t in lp["top_logprobs"]), reverse=True
+        )
+        assert lp["logprob"] == lp["top_logprobs"][0]["logprob"] <= 0
+    status, whole = daemon.post_json("/api/generate", body | {"stream": False})
+    assert status == 200 and [lp["token"] for lp in whole["logprobs"]] == [
+        lp["token"] for lp in logprobs
+    ]  # the same answer, its prompt from the KV cache now: logprobs alike to rounding
+    assert [lp["logprob"] for lp in whole["logprobs"]] == pytest.approx(
+        [lp["logprob"] for lp in logprobs], abs=1e-4
+    )
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "stream": False}
+    status, answer = daemon.post_json(
+        "/api/chat", {k: body[k] for k in body if k != "prompt"} | chat
+    )
+    assert status == 200 and len(answer["logprobs"]) == 8
+    status, plain = daemon.post_json("/api/generate", body | {"logprobs": False, "stream": False})
+    assert status == 200 and "logprobs" not in plain

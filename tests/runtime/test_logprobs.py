@@ -1,0 +1,55 @@
+"""Log probabilities of sampled tokens: a log-softmax of the sampled distribution, the
+greedy token the most likely, the top ones in order, pieces carrying their tokens'."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from corral.runtime.engine import Engine, Piece
+from corral.runtime.logprobs import log_softmax, logprob_of
+from corral.runtime.sampling import SamplerOptions
+from tiny import write_tiny_llama
+
+
+def test_log_softmax_is_the_sampled_distribution() -> None:
+    logits = np.array([2.0, 1.0, -1.0, 0.5], dtype=np.float32)
+    for temperature in (0.0, 1.0, 0.5):
+        scale = temperature or 1.0
+        expected = np.exp(logits / scale) / np.exp(logits / scale).sum()
+        np.testing.assert_allclose(np.exp(log_softmax(logits, temperature)), expected, rtol=1e-6)
+
+
+def test_the_top_ones_come_most_likely_first() -> None:
+    logits = np.array([0.1, 3.0, -2.0, 2.5, 3.0], dtype=np.float32)
+    lp = logprob_of(logits, 3, 3, 0.0, lambda t: f"<{t}>".encode())
+    assert lp.chosen.token == "<3>" and lp.chosen.token_bytes == b"<3>"
+    assert [t.token for t in lp.top] == ["<1>", "<4>", "<3>"]
+    assert lp.top[0].logprob == lp.top[1].logprob > lp.chosen.logprob == lp.top[2].logprob
+    assert math.fsum(math.exp(t.logprob) for t in lp.top) < 1.0
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine.load(write_tiny_llama(tmp_path_factory.mktemp("lp") / "t.gguf", endless=True))
+
+
+def test_each_piece_carries_its_tokens_log_probabilities(engine: Engine) -> None:
+    ids = engine.tokenizer.encode("the cat sat on")
+    gen = engine.start_generation(
+        engine.new_session(), ids, SamplerOptions.greedy(), num_predict=12, logprobs=2
+    )
+    events = engine.prefill(gen)
+    while gen.next_token is not None:
+        events += engine.step([gen])[0]
+    pieces = [e for e in events if isinstance(e, Piece)]
+    logprobs = [lp for p in pieces for lp in p.logprobs]
+    generated = events[-1].generated
+    assert len(logprobs) == len(generated)  # every token, none ended the answer
+    text = b"".join(lp.chosen.token_bytes for lp in logprobs).decode("utf-8", errors="replace")
+    assert text == "".join(p.text for p in pieces)
+    for lp in logprobs:  # greedy: the chosen one is the most likely
+        assert lp.chosen.logprob == lp.top[0].logprob and len(lp.top) == 2
+        assert lp.chosen.logprob <= 0.0
