@@ -10,7 +10,9 @@ code /api runs. The mapping:
 - `frequency_penalty` / `presence_penalty`: corral's sampler has no such
   penalties; non-zero values pass as options and are ignored with the
   daemon's usual "ignoring unsupported option(s)" warning.
-- `n` > 1, `best_of` > 1, `logprobs`, `logit_bias`, `echo`: refused with a 400 naming the
+- `logprobs` (and chat's `top_logprobs`) -> the native ones; the answer's log
+  probabilities in OpenAI's shapes (chat's `content` list, completions' legacy lists).
+- `n` > 1, `best_of` > 1, `logit_bias`, `echo`: refused with a 400 naming the
   parameter. `tools` and a JSON `response_format` reach the native handler,
   which refuses them until tool calling and structured output exist.
 - The `developer` role is `system`; text parts of a message are joined;
@@ -37,8 +39,11 @@ from corral.client.api import (
 )
 from corral.client.api import openai_bodies as oai
 from corral.daemon.errors import RequestError
+from corral.daemon.openai_logprobs import chat_logprobs, completion_logprobs
 
 FINGERPRINT = "fp_corral"
+MAX_TOP = 20  # chat's top_logprobs
+MAX_COMPLETION_TOP = 5  # the legacy completions' logprobs
 FINISH_REASONS = {"stop": "stop", "length": "length"}
 ROLES = {"developer": "system"}
 TEXT_PART = "text"
@@ -64,12 +69,19 @@ def chat_request(req: oai.ChatCompletionRequest) -> ChatRequest:
     if not req.messages:
         raise InvalidParam("messages", "'messages' must hold at least one message")
     max_tokens = req.max_completion_tokens if req.max_tokens is None else req.max_tokens
+    if req.logprobs is not None and not isinstance(req.logprobs, bool):
+        raise InvalidParam("logprobs", "'logprobs' must be true or false")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise InvalidParam("top_logprobs", "'top_logprobs' needs 'logprobs' set to true")
+    _check_top("top_logprobs", req.top_logprobs, MAX_TOP)
     return ChatRequest(
         model=req.model,
         messages=tuple(_message(i, m) for i, m in enumerate(req.messages)),
         options=_options(req, max_tokens),
         tools=req.tools or None,
         format=_format(req.response_format),
+        logprobs=req.logprobs,
+        top_logprobs=req.top_logprobs,
     )
 
 
@@ -80,12 +92,22 @@ def completion_request(req: oai.CompletionRequest) -> GenerateRequest:
     prompts = (req.prompt,) if isinstance(req.prompt, str) else req.prompt
     if len(prompts) != 1 or not prompts[0]:
         raise InvalidParam("prompt", "'prompt' must be one non-empty string")
+    if isinstance(req.logprobs, bool):
+        raise InvalidParam("logprobs", "'logprobs' must be how many of the likeliest (0-5)")
+    _check_top("logprobs", req.logprobs, MAX_COMPLETION_TOP)
     return GenerateRequest(
         model=req.model,
         prompt=prompts[0],
         suffix=req.suffix or None,
         options=_options(req, req.max_tokens),
+        logprobs=req.logprobs is not None or None,
+        top_logprobs=req.logprobs,
     )
+
+
+def _check_top(param: str, value: object, most: int) -> None:
+    if value is not None and (not isinstance(value, int) or not 0 <= value <= most):
+        raise InvalidParam(param, f"'{param}' must be a number from 0 to {most}, got {value!r}")
 
 
 def embed_inputs(req: oai.EmbeddingRequest) -> tuple[str, ...]:
@@ -100,8 +122,6 @@ def embed_inputs(req: oai.EmbeddingRequest) -> tuple[str, ...]:
 def _options(req: oai.Sampling, max_tokens: int | None) -> Options:
     if (req.n or 1) > 1:
         raise InvalidParam("n", "only n=1 is supported: corral returns one choice per request")
-    if req.logprobs:
-        raise InvalidParam("logprobs", "'logprobs' is not supported by corral yet")
     if req.logit_bias:
         raise InvalidParam("logit_bias", "'logit_bias' is not supported by corral yet")
     if max_tokens is not None and max_tokens < 1:
@@ -173,6 +193,7 @@ def chat_completion(completion_id: str, model: str, final: ChatResponse) -> oai.
     choice = oai.Choice(
         message=oai.AssistantMessage(content=final.message.content),
         finish_reason=finish_reason(final),
+        logprobs=chat_logprobs(final.logprobs),
     )
     return oai.ChatCompletion(
         id=completion_id,
@@ -185,7 +206,11 @@ def chat_completion(completion_id: str, model: str, final: ChatResponse) -> oai.
 
 
 def completion(completion_id: str, model: str, final: GenerateResponse) -> oai.Completion:
-    choice = oai.CompletionChoice(text=final.response, finish_reason=finish_reason(final))
+    choice = oai.CompletionChoice(
+        text=final.response,
+        finish_reason=finish_reason(final),
+        logprobs=completion_logprobs(final.logprobs),
+    )
     return oai.Completion(
         id=completion_id,
         created=created(final),
@@ -245,7 +270,7 @@ class ChatChunks(_Chunks):
         role = None if self.started else "assistant"
         self.started = True
         delta = oai.Delta(role=role, content=event.message.content)
-        return [self._chunk(oai.ChunkChoice(delta=delta))]
+        return [self._chunk(oai.ChunkChoice(delta=delta, logprobs=chat_logprobs(event.logprobs)))]
 
 
 @dataclass
@@ -254,10 +279,13 @@ class CompletionChunks(_Chunks):
 
     id_prefix: ClassVar[str] = "cmpl"
     chunk_type: ClassVar[type[oai.Completion]] = oai.Completion
+    offset: int = 0  # characters sent so far: where the next chunk's tokens start
 
     def __call__(self, event: GenerateResponse) -> list[oai.Completion]:
         if event.done:
             return self._finish(event, oai.CompletionChoice(finish_reason=finish_reason(event)))
         if not event.response:
             return []
-        return [self._chunk(oai.CompletionChoice(text=event.response))]
+        logprobs = completion_logprobs(event.logprobs, self.offset)
+        self.offset += len(event.response)
+        return [self._chunk(oai.CompletionChoice(text=event.response, logprobs=logprobs))]

@@ -44,7 +44,7 @@ class Sampling(Wire):
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     n: int | None = None
-    logprobs: Any = None
+    logprobs: Any = None  # chat: true/false; completions: how many of the most likely (0-5)
     logit_bias: dict[str, Any] | None = None
     user: str | None = None
 
@@ -52,6 +52,7 @@ class Sampling(Wire):
 @wire
 class ChatCompletionRequest(Sampling):
     messages: tuple[ChatMessage, ...] = ()
+    top_logprobs: int | None = None
     max_completion_tokens: int | None = None
     response_format: dict[str, Any] | None = None
     tools: tuple[Any, ...] | None = None

@@ -233,7 +233,7 @@ def test_logprobs_come_with_each_piece_and_join_in_one_answer(
         "prompt": "Hi",
         "logprobs": True,
         "top_logprobs": 2,
-        "options": {"temperature": 0, "num_predict": 8},
+        "options": {"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0},
     }
     status, lines = daemon.post_json("/api/generate", body)
     assert status == 200

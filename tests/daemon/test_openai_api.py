@@ -216,7 +216,7 @@ def test_errors_have_openai_shape_and_status(client: openai.OpenAI, tcp_tiny: st
         list(client.chat.completions.create(model="nope", messages=one, stream=True))
     refused = (
         ({"n": 2}, "n"),
-        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"logit_bias": {"42": 5}}, "logit_bias"),
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages"),
@@ -281,3 +281,32 @@ def test_a_client_leaving_a_stream_stops_its_generation(
     assert next(iter(stream)).choices[0].delta.role == "assistant"
     stream.close()
     tcp_daemon.wait_for_log("generation ended (cancel)", ended + 1)
+
+
+def test_logprobs_in_openais_shapes(client: openai.OpenAI, tcp_tiny: str) -> None:
+    ask = {"model": tcp_tiny, "messages": MESSAGES, "max_tokens": 8, "temperature": 0}
+    answer = client.chat.completions.create(logprobs=True, top_logprobs=2, **ask).choices[0]
+    content = answer.logprobs.content
+    joined = b"".join(bytes(t.bytes) for t in content).decode(errors="replace")
+    assert content and joined == answer.message.content
+    for t in content:  # the likeliest first (the chosen one may differ: repeat_penalty)
+        assert len(t.top_logprobs) == 2 and t.logprob <= t.top_logprobs[0].logprob <= 0
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
+    streamed = client.chat.completions.create(logprobs=True, stream=True, **ask)
+    tokens = [
+        t.token
+        for c in streamed
+        if c.choices and c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content
+    ]
+    assert tokens == [t.token for t in content]
+    assert client.chat.completions.create(**ask).choices[0].logprobs is None
+    legacy = client.completions.create(
+        model=tcp_tiny, prompt="Once", max_tokens=6, temperature=0, logprobs=2
+    ).choices[0]
+    lp = legacy.logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(6)]
+    assert all(len(top) == 2 for top in lp.top_logprobs)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(top_logprobs=2, **ask)  # without logprobs
