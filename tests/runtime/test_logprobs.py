@@ -3,10 +3,14 @@ greedy token the most likely, the top ones in order, pieces carrying their token
 
 from __future__ import annotations
 
+import json
 import math
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
+import xllamacpp
 
 from corral.runtime.engine import Engine, Piece
 from corral.runtime.logprobs import log_softmax, logprob_of
@@ -53,3 +57,54 @@ def test_each_piece_carries_its_tokens_log_probabilities(engine: Engine) -> None
     for lp in logprobs:  # greedy: the chosen one is the most likely
         assert lp.chosen.logprob == lp.top[0].logprob and len(lp.top) == 2
         assert lp.chosen.logprob <= 0.0
+
+
+@pytest.mark.slow
+def test_smollm2_log_probabilities_match_llama_cpps(smollm2_path: Path) -> None:
+    """Greedy tokens with their 3 likeliest alternatives, beside llama.cpp's server
+    (`n_probs`, the same GGUF, 2 threads), up to the first near tie in llama.cpp's."""
+    prompt = "The capital of France is"
+    theirs = llama_cpp_logprobs(smollm2_path, prompt, n_predict=8, top=3)
+    engine = Engine.load(smollm2_path, num_ctx=512)
+    greedy = SamplerOptions(temperature=0, repeat_penalty=1.0)
+    gen = engine.start_generation(
+        engine.new_session(), engine.tokenizer.encode(prompt), greedy, num_predict=8, logprobs=3
+    )
+    events = engine.prefill(gen)
+    while gen.next_token is not None:
+        events += engine.step([gen])[0]
+    ours = [lp for e in events if isinstance(e, Piece) for lp in e.logprobs]
+    compared = 0
+    for mine, ref in zip(ours, theirs, strict=False):
+        top = ref["top_logprobs"]
+        if top[0]["logprob"] - top[1]["logprob"] < 0.5:
+            break  # a near tie: quantized activations may order it either way
+        assert mine.chosen.token == ref["token"]
+        assert mine.chosen.logprob == pytest.approx(ref["logprob"], abs=0.2)
+        assert {t.token for t in mine.top} == {t["token"] for t in top}
+        compared += 1
+    assert compared >= 4
+
+
+def llama_cpp_logprobs(model: Path, prompt: str, n_predict: int, top: int) -> list[dict]:
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model)
+    params.n_ctx = 512
+    params.n_parallel = 1
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
+    server = xllamacpp.Server(params)
+    body = {
+        "prompt": prompt,
+        "n_predict": n_predict,
+        "n_probs": top,
+        "samplers": ["top_k"],
+        "top_k": 1,
+        "repeat_penalty": 1.0,
+    }
+    request = urllib.request.Request(
+        server.listening_address + "/completion",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.load(response)["completion_probabilities"]
