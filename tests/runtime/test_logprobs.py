@@ -3,18 +3,16 @@ greedy token the most likely, the top ones in order, pieces carrying their token
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-import xllamacpp
 
 from corral.runtime.engine import Engine, Piece
 from corral.runtime.logprobs import log_softmax, logprob_of
 from corral.runtime.sampling import SamplerOptions
+from llamacpp_ref import LlamaCpp
 from tiny import write_tiny_llama
 
 
@@ -64,7 +62,9 @@ def test_smollm2_log_probabilities_match_llama_cpps(smollm2_path: Path) -> None:
     """Greedy tokens with their 3 likeliest alternatives, beside llama.cpp's server
     (`n_probs`, the same GGUF, 2 threads), up to the first near tie in llama.cpp's."""
     prompt = "The capital of France is"
-    theirs = llama_cpp_logprobs(smollm2_path, prompt, n_predict=8, top=3)
+    request = {"prompt": prompt, "n_predict": 8, "n_probs": 3, "post_sampling_probs": False}
+    greedy_request = {"temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0}
+    theirs = LlamaCpp(smollm2_path).complete(request | greedy_request)["completion_probabilities"]
     engine = Engine.load(smollm2_path, num_ctx=512)
     greedy = SamplerOptions(temperature=0, repeat_penalty=1.0)
     gen = engine.start_generation(
@@ -84,27 +84,3 @@ def test_smollm2_log_probabilities_match_llama_cpps(smollm2_path: Path) -> None:
         assert {t.token for t in mine.top} == {t["token"] for t in top}
         compared += 1
     assert compared >= 4
-
-
-def llama_cpp_logprobs(model: Path, prompt: str, n_predict: int, top: int) -> list[dict]:
-    params = xllamacpp.CommonParams()
-    params.model.path = str(model)
-    params.n_ctx = 512
-    params.n_parallel = 1
-    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = 2
-    server = xllamacpp.Server(params)
-    body = {
-        "prompt": prompt,
-        "n_predict": n_predict,
-        "n_probs": top,
-        "samplers": ["top_k"],
-        "top_k": 1,
-        "repeat_penalty": 1.0,
-    }
-    request = urllib.request.Request(
-        server.listening_address + "/completion",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.load(response)["completion_probabilities"]
