@@ -225,14 +225,14 @@ def completion(completion_id: str, model: str, final: GenerateResponse) -> oai.C
 class _Chunks:
     """What a stream's chunks share: id, creation time, model, and the way it ends: the
     finish reason in a chunk of its own, then usage in a last chunk without choices when
-    asked for."""
+    asked for (the chunks before then say `"usage": null`, as OpenAI's do)."""
 
     model: str
     include_usage: bool
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
     id_prefix: ClassVar[str]
-    chunk_type: ClassVar[type[oai.ChatCompletionChunk] | type[oai.Completion]]
+    chunk_types: ClassVar[tuple[type[Any], type[Any]]]  # without usage, with `"usage": null`
 
     def __post_init__(self) -> None:
         self.id = self.id or new_id(self.id_prefix)
@@ -244,7 +244,8 @@ class _Chunks:
         return last
 
     def _chunk(self, choice: Any, usage: oai.Usage | None = None) -> Any:
-        return self.chunk_type(
+        chunk_type = self.chunk_types[self.include_usage]
+        return chunk_type(
             id=self.id,
             created=self.created,
             model=self.model,
@@ -259,7 +260,10 @@ class ChatChunks(_Chunks):
     """Native chat events -> chat.completion.chunk objects; the role comes with the first."""
 
     id_prefix: ClassVar[str] = "chatcmpl"
-    chunk_type: ClassVar[type[oai.ChatCompletionChunk]] = oai.ChatCompletionChunk
+    chunk_types: ClassVar[tuple[type[Any], type[Any]]] = (
+        oai.ChatCompletionChunk,
+        oai.ChatCompletionChunkWithUsage,
+    )
     started: bool = False
 
     def __call__(self, event: ChatResponse) -> list[oai.ChatCompletionChunk]:
@@ -278,7 +282,7 @@ class CompletionChunks(_Chunks):
     """Native generate events -> text_completion chunks."""
 
     id_prefix: ClassVar[str] = "cmpl"
-    chunk_type: ClassVar[type[oai.Completion]] = oai.Completion
+    chunk_types: ClassVar[tuple[type[Any], type[Any]]] = (oai.Completion, oai.CompletionWithUsage)
     offset: int = 0  # characters sent so far: where the next chunk's tokens start
 
     def __call__(self, event: GenerateResponse) -> list[oai.Completion]:

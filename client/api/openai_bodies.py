@@ -135,6 +135,13 @@ class ChatCompletionChunk(Wire):
 
 
 @wire
+class ChatCompletionChunkWithUsage(ChatCompletionChunk):
+    """A chunk of a stream that asked for usage: `"usage": null` until the last one."""
+
+    usage: Usage | None = nullable()
+
+
+@wire
 class CompletionChoice(Wire):
     text: str = ""
     index: int = 0
@@ -153,6 +160,13 @@ class Completion(Wire):
     system_fingerprint: str
     choices: tuple[CompletionChoice, ...]
     usage: Usage | None = None
+
+
+@wire
+class CompletionWithUsage(Completion):
+    """A chunk of a completion stream that asked for usage: `"usage": null` until the last."""
+
+    usage: Usage | None = nullable()
 
 
 @wire

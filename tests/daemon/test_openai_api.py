@@ -310,3 +310,26 @@ def test_logprobs_in_openais_shapes(client: openai.OpenAI, tcp_tiny: str) -> Non
     assert all(len(top) == 2 for top in lp.top_logprobs)
     with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         client.chat.completions.create(top_logprobs=2, **ask)  # without logprobs
+
+
+def test_streamed_chunks_say_usage_null_only_when_usage_was_asked_for(
+    tcp_daemon: Daemon, tcp_tiny: str
+) -> None:
+    body = {
+        "model": tcp_tiny,
+        "messages": MESSAGES,
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    for path, extra in (("/v1/chat/completions", {}), ("/v1/completions", {"prompt": "Once"})):
+        for include_usage in (True, False):
+            sent = body | extra | {"stream_options": {"include_usage": include_usage}}
+            status, raw, _ = tcp_daemon.raw("POST", path, json.dumps(sent))
+            events = [line[6:] for line in raw.decode().splitlines() if line.startswith("data: ")]
+            chunks = [json.loads(e) for e in events if e != "[DONE]"]
+            assert status == 200 and len(chunks) > 2
+            if include_usage:
+                assert all(c["usage"] is None for c in chunks[:-1]) and chunks[-1]["usage"]
+            else:
+                assert not any("usage" in c for c in chunks)
