@@ -96,14 +96,18 @@ class Scheduler:
         started = time.perf_counter_ns()
         key = LoadKey(digest, num_ctx)
         with self._queued(key, name or path.name):
-            model = await self._acquire(key, path, name or path.name, keep_alive)
-            try:
-                if self._closing:
-                    raise _shutting_down()
-                slot = await model.pool.take()
-            except BaseException:
-                self._release(model)
-                raise
+            while True:
+                model = await self._acquire(key, path, name or path.name, keep_alive)
+                try:
+                    if self._closing:
+                        raise _shutting_down()
+                    slot = await model.pool.take()
+                    break
+                except _Replaced:  # waited on a copy a larger one replaced: go to that one
+                    self._release(model)
+                except BaseException:
+                    self._release(model)
+                    raise
         try:
             engine = model.engine.with_num_ctx(num_ctx)
             yield Lease(engine, slot, model.batcher, time.perf_counter_ns() - started)
@@ -229,6 +233,7 @@ class Scheduler:
         for model in list(self._loaded.values()):
             if model.key.digest == key.digest and model.key.num_ctx < key.num_ctx:
                 model.stale = True
+                model.pool.fail_waiters(_Replaced())  # they move to the new copy
                 if model.refs == 0:
                     self._unload(model)
 
@@ -359,6 +364,10 @@ def _retrieve(job: asyncio.Future[LoadedModel]) -> None:
     """Log the failure of a load whose request went away (nobody else will see it)."""
     if not job.cancelled() and (error := job.exception()) is not None:
         log.warning("a load whose request went away failed: %s", error)
+
+
+class _Replaced(Exception):
+    """A request waiting for a slot of a copy that a larger copy replaced."""
 
 
 def _shutting_down() -> RequestError:

@@ -120,6 +120,28 @@ def test_a_busy_smaller_copy_goes_when_its_request_ends(models: tuple[Path, Path
     run(test)
 
 
+def test_a_request_waiting_on_a_replaced_copy_moves_to_the_new_one(
+    models: tuple[Path, Path],
+) -> None:
+    a, _ = models
+
+    async def test() -> None:
+        s = scheduler(RecordingLoader(), max_loaded=2)  # one slot a copy
+
+        async def model_used() -> object:
+            async with s.use(a, "A", NUM_CTX) as lease:
+                return lease.engine.model
+
+        async with s.use(a, "A", NUM_CTX) as small:  # holds the small copy's slot
+            waiting = asyncio.ensure_future(model_used())
+            await eventually(lambda: s.waiting == 1)
+            async with s.use(a, "A", NUM_CTX * 2) as larger:
+                pass  # loaded: it replaces the small copy, whose waiter comes over
+            assert await waiting is larger.engine.model is not small.engine.model
+
+    run(test)
+
+
 def test_keep_alive_zero_unloads_when_released(models: tuple[Path, Path]) -> None:
     a, _ = models
 
