@@ -97,7 +97,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CORRAL_IDLE_TIMEOUT",
         "75s",
-        "a connection sending no request (or an unfinished one) for this long is closed",
+        "a connection idle before or between requests, or stuck in a request's headers, "
+        "for this long is closed",
     ),
     Setting("CORRAL_DEBUG", "0", "log at debug level"),
 )

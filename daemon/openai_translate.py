@@ -39,7 +39,11 @@ from corral.client.api import (
 )
 from corral.client.api import openai_bodies as oai
 from corral.daemon.errors import RequestError
-from corral.daemon.openai_logprobs import chat_logprobs, completion_logprobs
+from corral.daemon.openai_logprobs import (
+    chat_logprobs,
+    completion_bytes,
+    completion_logprobs,
+)
 
 FINGERPRINT = "fp_corral"
 MAX_TOP = 20  # chat's top_logprobs
@@ -283,13 +287,13 @@ class CompletionChunks(_Chunks):
 
     id_prefix: ClassVar[str] = "cmpl"
     chunk_types: ClassVar[tuple[type[Any], type[Any]]] = (oai.Completion, oai.CompletionWithUsage)
-    offset: int = 0  # characters sent so far: where the next chunk's tokens start
+    sent: bytes = b""  # the bytes of the tokens sent so far: where the next ones start
 
     def __call__(self, event: GenerateResponse) -> list[oai.Completion]:
         if event.done:
             return self._finish(event, oai.CompletionChoice(finish_reason=finish_reason(event)))
         if not event.response:
             return []
-        logprobs = completion_logprobs(event.logprobs, self.offset)
-        self.offset += len(event.response)
+        logprobs = completion_logprobs(event.logprobs, self.sent)
+        self.sent += completion_bytes(event.logprobs)
         return [self._chunk(oai.CompletionChoice(text=event.response, logprobs=logprobs))]

@@ -112,7 +112,7 @@ async def serve(config: DaemonConfig) -> None:
             handler_cancellation=True,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             access_log_format=ACCESS_LOG_FORMAT,
-            keepalive_timeout=config.idle_timeout,  # closes idle and half-sent connections
+            keepalive_timeout=config.idle_timeout,  # closes idle ones, and unfinished headers
         )
         await runner.setup()
         inode = None

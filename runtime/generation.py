@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from corral.runtime.kv_cache import KVCache
-from corral.runtime.logprobs import Logprob, logprob_of
+from corral.runtime.logprobs import Logprob, PendingLogprobs, logprob_of
 from corral.runtime.sampling import Sampler, SamplerOptions
 from corral.runtime.stream import TextStream
 from corral.runtime.tokenizer import Tokenizer
@@ -94,7 +94,7 @@ class Generation:
         self._generated: list[int] = []
         self._answer: list[str] = []  # the text pieces given out
         self._logprobs = logprobs
-        self._pending_logprobs: list[Logprob] = []  # of tokens whose text is held back
+        self._pending_logprobs = PendingLogprobs()  # of tokens whose text is held back
         self._pending: list[int] | None = None  # prompt tokens still to run, once begun
         self._prompt_tokens = 0  # prompt tokens evaluated (after the cached prefix)
         self._prompt_ns = 0
@@ -153,10 +153,11 @@ class Generation:
         if token in self._tokenizer.eog_ids:
             return self._finish("stop", events)
         self._history.append(token)
-        if self._logprobs is not None:
-            self._pending_logprobs.append(self._logprob(logits, token))
-        if not self._tokenizer.is_control(token) and (piece := self._text.push(token)):
-            events.append(self._piece(piece))
+        shown = not self._tokenizer.is_control(token)  # control tokens are not in the text
+        if self._logprobs is not None and shown:
+            self._pending_logprobs.add(self._logprob(logits, token))
+        if shown and (piece := self._text.push(token)):
+            events.append(self._piece(piece, cut=self._text.stopped))
             self._answer.append(piece)
         if self._text.stopped:
             return self._finish("stop", events, context=self._context_without_stop())
@@ -171,10 +172,9 @@ class Generation:
         top, temperature = self._logprobs or 0, self._sampler.options.temperature
         return logprob_of(logits, token, top, temperature, self._tokenizer.token_bytes)
 
-    def _piece(self, text: str) -> Piece:
-        """A piece with the log probabilities of the tokens since the last one."""
-        logprobs, self._pending_logprobs = tuple(self._pending_logprobs), []
-        return Piece(text, logprobs)
+    def _piece(self, text: str, cut: bool = False, last: bool = False) -> Piece:
+        """A piece with the log probabilities of the tokens it completes."""
+        return Piece(text, self._pending_logprobs.shown(text, cut, last))
 
     def _context_without_stop(self) -> tuple[int, ...]:
         """After a stop string: the prompt and the answer as shown, no part of the stop
@@ -208,7 +208,7 @@ class Generation:
         context still ends with (a next turn's prompt runs them); `context`: another
         context than the session's tokens and `unrun`."""
         if tail := self._text.finish():
-            events.append(self._piece(tail))
+            events.append(self._piece(tail, last=True))
         events.append(
             Done(
                 reason=reason,

@@ -8,6 +8,8 @@ that position come along, most likely first.
 
 from __future__ import annotations
 
+import codecs
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,3 +60,50 @@ def logprob_of(
         ranked = candidates[np.argsort(-logp[candidates], kind="stable")]
         best = tuple(entry(int(t)) for t in ranked)
     return Logprob(entry(token), best)
+
+
+class PendingLogprobs:
+    """Log probabilities waiting for their tokens' text to be shown: a piece of text
+    carries those of the tokens it completes, so text and log probabilities stay
+    together when text is held back (a partial UTF-8 character, a possible stop string).
+
+    Positions are characters of the text, decoded from the tokens' bytes as the text
+    stream decodes them; a token holding only the start of a character ends where the
+    character does."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending: deque[tuple[Logprob, int, int]] = deque()  # (logprob, start, end)
+        self._open: list[Logprob] = []  # tokens whose characters are not complete yet
+        self._open_start = 0
+        self._chars = 0  # characters of the tokens added
+        self._shown = 0  # characters of the text shown
+
+    def add(self, logprob: Logprob) -> None:
+        if not self._open:
+            self._open_start = self._chars  # where the open tokens' text starts
+        self._open.append(logprob)
+        self._chars += len(self._decoder.decode(logprob.chosen.token_bytes))
+        if self._chars > self._open_start or not logprob.chosen.token_bytes:
+            self._pending.extend((lp, self._open_start, self._chars) for lp in self._open)
+            self._open.clear()
+
+    def shown(self, text: str, cut: bool = False, last: bool = False) -> tuple[Logprob, ...]:
+        """Those of the tokens `text`, just shown, completes. `cut`: a stop string ends the
+        answer here, so a token it shows the start of counts too (as in Ollama); `last`:
+        the answer ends here, so every one left comes along."""
+        self._shown += len(text)
+        if last:
+            self._pending.extend((lp, self._chars, self._chars) for lp in self._open)
+            self._open.clear()
+        done: list[Logprob] = []
+        while self._pending:
+            logprob, start, end = self._pending[0]
+            if not (last or end <= self._shown or (cut and start < self._shown)):
+                break
+            done.append(logprob)
+            self._pending.popleft()
+        if cut:  # the rest is inside the stop string: never shown
+            self._pending.clear()
+            self._open.clear()
+        return tuple(done)

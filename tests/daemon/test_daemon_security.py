@@ -219,8 +219,9 @@ def test_openai_clients_get_refusals_in_openais_shape(guarded: tuple[Daemon, int
 
 
 def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path) -> None:
-    """Idle and half-sent connections are closed after CORRAL_IDLE_TIMEOUT: otherwise
-    clients that open connections and send nothing could use up the daemon's files."""
+    """Idle connections and unfinished headers are closed after CORRAL_IDLE_TIMEOUT:
+    otherwise clients that open connections and send nothing could use up the daemon's
+    files."""
     port = free_port()
     with Daemon.start_in(tmp_path, CORRAL_HOST=f"127.0.0.1:{port}", CORRAL_IDLE_TIMEOUT="1s"):
         half = socket.create_connection(("127.0.0.1", port), timeout=30)

@@ -306,8 +306,19 @@ def test_logprobs_in_openais_shapes(client: openai.OpenAI, tcp_tiny: str) -> Non
     ).choices[0]
     lp = legacy.logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 6
-    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(6)]
-    assert all(len(top) == 2 for top in lp.top_logprobs)
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    assert lp.text_offset[-1] < len(legacy.text)
+    assert all(len(top) == 2 for top in lp.top_logprobs)  # bytes:\xNN keys stay apart
+    chunks = client.completions.create(
+        model=tcp_tiny, prompt="Once", max_tokens=6, temperature=0, logprobs=2, stream=True
+    )
+    offsets = [
+        o
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for o in c.choices[0].logprobs.text_offset
+    ]
+    assert offsets == lp.text_offset  # streamed, counted from the whole completion
     with pytest.raises(openai.BadRequestError, match="top_logprobs"):
         client.chat.completions.create(top_logprobs=2, **ask)  # without logprobs
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from corral.runtime.engine import Engine, Piece
-from corral.runtime.logprobs import log_softmax, logprob_of
+from corral.runtime.logprobs import (
+    Logprob,
+    PendingLogprobs,
+    TokenLogprob,
+    log_softmax,
+    logprob_of,
+)
 from corral.runtime.sampling import SamplerOptions
 from llamacpp_ref import LlamaCpp
 from tiny import write_tiny_llama
@@ -84,3 +90,48 @@ def test_smollm2_log_probabilities_match_llama_cpps(smollm2_path: Path) -> None:
         assert {t.token for t in mine.top} == {t["token"] for t in top}
         compared += 1
     assert compared >= 4
+
+
+def lp(text: bytes) -> Logprob:
+    return Logprob(TokenLogprob(text.decode(errors="replace"), text, -1.0))
+
+
+def test_pending_log_probabilities_go_with_the_text_that_completes_them() -> None:
+    pending = PendingLogprobs()
+    smile = "😀".encode()  # 4 bytes in two tokens
+    tokens = [lp(b"Hi"), lp(smile[:2]), lp(smile[2:]), lp(b" there"), lp(b" you")]
+    for t in tokens[:3]:
+        pending.add(t)
+    assert pending.shown("Hi") == (tokens[0],)
+    assert pending.shown("😀") == (tokens[1], tokens[2])  # the character's two tokens
+    pending.add(tokens[3])
+    pending.add(tokens[4])
+    # " there yo" shown, "u" held back for a stop string "u..." that then matched:
+    assert pending.shown(" there yo", cut=True) == (tokens[3], tokens[4])
+    assert pending.shown("", last=True) == ()
+
+
+@pytest.mark.slow
+def test_smollm2_pieces_carry_their_own_tokens_around_stops_and_control_tokens(
+    smollm2_path: Path,
+) -> None:
+    engine = Engine.load(smollm2_path, num_ctx=512)
+    prompt = engine.tokenizer.encode("<|im_start|>user\\nhi<|im_end|>\\n")  # raw: it writes
+    for stop in ((), ("is",), ("\\n",)):  # <|im_start|> (a control token) itself, then text
+        gen = engine.start_generation(
+            engine.new_session(), prompt, SamplerOptions(temperature=0), num_predict=16,
+            stop=stop, logprobs=1,
+        )  # fmt: skip
+        events = engine.prefill(gen)
+        while gen.next_token is not None:
+            events += engine.step([gen])[0]
+        text, tokens = "", b""
+        for piece in (e for e in events if isinstance(e, Piece)):
+            text += piece.text
+            tokens += b"".join(t.chosen.token_bytes for t in piece.logprobs)
+            assert text.startswith(tokens.decode()) or events[-1].reason == "stop", stop
+        assert b"<|im_start|>" not in tokens  # a control token: not in the text either
+        if not stop:
+            assert tokens.decode() == text  # every token's, in the order of the text
+        else:  # ended by the stop string: the token it cut runs past the text
+            assert tokens.decode().startswith(text) and stop[0] not in text
