@@ -108,21 +108,24 @@ def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) 
     """Token ids of the rendered chat. When they do not fit the context window, the oldest
     messages are dropped, as Ollama does: system messages and the last message stay, and
     what is kept starts at a user message (templates such as Gemma's insist on it)."""
-    encoded: dict[int, list[int] | None] = {}  # the chat kept from message i on; None:
-    limit = engine.num_ctx  # certainly too long, not encoded (a huge one takes minutes)
+    encoded: dict[int, list[int] | ContextFull] = {}  # the chat kept from message i on, or
+    limit = engine.num_ctx  # why it is certainly too long (not encoded: it could be huge)
 
-    def fits(start: int) -> bool:
+    def ids_from(start: int) -> list[int] | ContextFull:
         if start not in encoded:
             kept = [m for i, m in enumerate(conversation) if i >= start or m["role"] == "system"]
             try:
                 encoded[start] = encode(engine, render(engine, manifest, kept))
-            except ContextFull:
-                encoded[start] = None
-        ids = encoded[start]
-        return ids is not None and len(ids) < limit
+            except ContextFull as e:
+                encoded[start] = e
+        return encoded[start]
+
+    def fits(start: int) -> bool:
+        ids = ids_from(start)
+        return not isinstance(ids, ContextFull) and len(ids) < limit
 
     if fits(0):
-        return encoded[0]  # type: ignore[return-value]
+        return ids_from(0)  # type: ignore[return-value]
     starts = [i for i, m in enumerate(conversation) if i > 0 and m["role"] == "user"]
     if not starts or starts[-1] != len(conversation) - 1:
         starts.append(len(conversation) - 1)  # at worst the last message alone
@@ -139,10 +142,10 @@ def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) 
         starts[lo],
         len(conversation),
     )
-    if not fits(starts[lo]) and encoded[starts[lo]] is None:
-        kept = [m for i, m in enumerate(conversation) if i >= starts[lo] or m["role"] == "system"]
-        encode(engine, render(engine, manifest, kept))  # raises ContextFull, saying how long
-    return encoded[starts[lo]]  # type: ignore[return-value]
+    kept = ids_from(starts[lo])
+    if isinstance(kept, ContextFull):  # even the last message alone, certainly
+        raise kept
+    return kept  # too long still, it is refused with its length when generation starts
 
 
 def encode(engine: Engine, text: str, check_length: bool = True) -> list[int]:

@@ -15,7 +15,6 @@ session's cache already holds (at least its last token runs, for the logits).
 
 from __future__ import annotations
 
-import codecs
 import threading
 import time
 from collections.abc import Sequence
@@ -179,21 +178,12 @@ class Generation:
     def _context_without_stop(self) -> tuple[int, ...]:
         """After a stop string: the prompt and the answer as shown, no part of the stop
         string (Ollama tokenizes the text again): the generated tokens whose text the
-        answer starts with, then the rest of the answer (a token cut by the stop string)
-        encoded."""
-        answer, shown = "".join(self._answer), 0
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        kept: list[int] = []
-        for token in self._generated:
-            control = self._tokenizer.is_control(token)
-            piece = "" if control else decoder.decode(self._tokenizer.token_bytes(token))
-            if not answer.startswith(piece, shown) or shown + len(piece) > len(answer):
-                break
-            kept.append(token)
-            shown += len(piece)
-        while kept and not answer.startswith(self._tokenizer.decode(kept, special=False)):
-            kept.pop()  # bytes of a character the stop string cut, held back above
-        rest = answer[len(self._tokenizer.decode(kept, special=False)) :]
+        answer starts with (those past the stop string, or holding a character it cut,
+        dropped from the end), then the rest of the answer (a token cut by it) encoded."""
+        answer, kept = "".join(self._answer), list(self._generated)
+        while kept and not answer.startswith(text := self._tokenizer.decode(kept, special=False)):
+            kept.pop()
+        rest = answer[len(text) :] if kept else answer
         tail = self._tokenizer.encode(rest, add_special=False, parse_special=False) if rest else []
         return (*self._prompt, *kept, *tail)
 
