@@ -132,8 +132,9 @@ def _installed_as(store: Store, text: str) -> str | None:
         model = store.find(pull_target(text))
     except CorralError:
         return None
-    recorded = model.manifest.source.get("source") if model is not None else None
-    return model.name if model is not None and same_source(parse_source(text), recorded) else None
+    if model is None or not same_source(parse_source(text), model.manifest.source.get("source")):
+        return None
+    return model.name
 
 
 def _installed(store: Store, text: str, progress: ProgressFn, cancel: threading.Event) -> _Base:
