@@ -228,11 +228,15 @@ class Client:
         context: Sequence[int] | None = None,
         options: Options | Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
+        suffix: str | None = None,
+        template: str | None = None,
     ) -> Any:
         request = GenerateRequest(
             model=model,
             prompt=prompt,
+            suffix=suffix,
             system=system,
+            template=template,
             raw=raw,
             context=None if context is None else tuple(context),
             stream=stream,

@@ -25,6 +25,7 @@ from corral.registry.errors import (
 from corral.runtime.arch import UnsupportedArchitecture
 from corral.runtime.chat_template import TemplateError
 from corral.runtime.gguf import GGUFError
+from corral.runtime.gotemplate import GoTemplateError
 from corral.runtime.kv_cache import ContextFull
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (GGUFError, 422),
     (UnsupportedArchitecture, 422),
     (TemplateError, 422),  # the model's chat template fails to render
+    (GoTemplateError, 422),  # ... or its Go template (a Modelfile's, a request's)
     (PullCancelled, CLIENT_CLOSED),
     (SourceUnreachable, 502),  # a hub or index that cannot be reached right now
     (SourceError, 400),  # a source without the model: unknown package, missing file

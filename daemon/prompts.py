@@ -14,12 +14,19 @@ second BOS, so the session's KV cache of that conversation is reused.
 /infill builds it: [BOS] FIM_PRE prompt FIM_SUF suffix FIM_MID, from the FIM
 tokens the vocabulary declares (GGUF keys, else the well-known token texts).
 A model without them cannot insert: that is a 400, as in Ollama.
+
+A template (the request's `template`, else the Modelfile's TEMPLATE, else the
+GGUF's) is Jinja, as GGUF files carry, or Go's template syntax, as Ollama's
+Modelfiles are written; a Go template is rendered as Ollama renders it
+(runtime/ollama_template.py), and one that reads `.Suffix` is how the model
+inserts, as in Ollama.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import lru_cache
 
 from corral.client.api import ChatRequest, GenerateRequest, Message
 from corral.daemon.errors import RequestError
@@ -27,6 +34,7 @@ from corral.registry.manifest import Manifest
 from corral.runtime.chat_template import ChatTemplate
 from corral.runtime.engine import Engine
 from corral.runtime.kv_cache import ContextFull
+from corral.runtime.ollama_template import OllamaTemplate, is_go_template, template_error
 from corral.runtime.tokenizer.vocab import FIM_ROLES
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,6 @@ UNSUPPORTED: tuple[tuple[str, str], ...] = (
     ("images", "images are not supported yet: corral has no vision models"),
     ("format", "structured output ('format') is not supported yet"),
     ("tools", "tool calling ('tools') is not supported yet"),
-    ("template", "a request 'template' is not supported yet: corral uses the model's template"),
     ("think", "thinking ('think') is not supported: corral has no thinking models yet"),
 )
 
@@ -51,6 +58,9 @@ def refuse_unsupported(request: GenerateRequest | ChatRequest) -> None:
     for message in getattr(request, "messages", ()):
         if message.images:
             raise RequestError(dict(UNSUPPORTED)["images"])
+    template = getattr(request, "template", None)
+    if template and (problem := template_error(template)) is not None:
+        raise RequestError(problem)
     if getattr(request, "raw", False):
         _check_raw(request)  # type: ignore[arg-type]
     if getattr(request, "suffix", None):
@@ -95,13 +105,25 @@ def chat_conversation(messages: Sequence[Message], manifest: Manifest) -> Conver
     return turns
 
 
-def render(engine: Engine, manifest: Manifest, conversation: Conversation) -> str:
-    """The prompt text: the manifest's template if it has one, else the GGUF's."""
-    if manifest.template is None:
+def render(
+    engine: Engine, manifest: Manifest, conversation: Conversation, template: str | None = None
+) -> str:
+    """The prompt text through `template` (a request's), else the manifest's, else the
+    GGUF's. A template is Jinja, as GGUF files carry, or Ollama's Go template syntax."""
+    source = template or manifest.template
+    if source is None:
         return engine.render_chat(conversation, add_generation_prompt=True)
+    if go_template(source) is not None:
+        return go_template(source).render(conversation)  # type: ignore[union-attr]
     own = engine.template
-    template = ChatTemplate(manifest.template, bos_token=own.bos_token, eos_token=own.eos_token)
-    return template.render(conversation, add_generation_prompt=True)
+    jinja = ChatTemplate(source, bos_token=own.bos_token, eos_token=own.eos_token)
+    return jinja.render(conversation, add_generation_prompt=True)
+
+
+@lru_cache(maxsize=32)
+def go_template(source: str) -> OllamaTemplate | None:
+    """The template, if `source` is written in Go's template syntax (Ollama's)."""
+    return OllamaTemplate(source) if is_go_template(source) else None
 
 
 def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) -> list[int]:

@@ -111,10 +111,13 @@ async def generate_events(
 
     def prompt_ids(engine: Engine) -> list[int]:
         if req.suffix:
+            template = prompts.go_template(req.template or model.manifest.template or "")
+            if template is not None and template.uses_suffix:  # Ollama's way to insert
+                return prompts.encode(engine, template.render_infill(req.prompt, req.suffix))
             return prompts.infill(engine, model.name, req.prompt, req.suffix)
         if req.raw:
             return prompts.encode(engine, req.prompt)
-        text = prompts.render(engine, model.manifest, conversation)
+        text = prompts.render(engine, model.manifest, conversation, req.template)
         if req.context:
             return prompts.continue_context(engine, req.context, text)
         return prompts.encode(engine, text)

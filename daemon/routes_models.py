@@ -28,6 +28,7 @@ from corral.client.api import (
     format_time,
 )
 from corral.daemon.errors import RequestError
+from corral.daemon.prompts import go_template
 from corral.daemon.security import refuse_local_files
 from corral.daemon.state import STATE, DaemonState
 from corral.daemon.wire_io import (
@@ -167,10 +168,12 @@ def format_parameters(parameters: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def capabilities_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+def capabilities_of(metadata: Mapping[str, Any], template: str | None) -> tuple[str, ...]:
     """Ollama's capability names: every model completes; one with fill-in-the-middle
-    tokens also inserts (`suffix`)."""
-    return ("completion", "insert") if has_fill_in_middle(metadata) else ("completion",)
+    tokens, or a Go template that reads `.Suffix` (Ollama's way), also inserts."""
+    go = go_template(template or "")
+    inserts = has_fill_in_middle(metadata) or (go is not None and go.uses_suffix)
+    return ("completion", "insert") if inserts else ("completion",)
 
 
 def _model_info(model: InstalledModel, verbose: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -184,6 +187,6 @@ def _model_info(model: InstalledModel, verbose: bool) -> tuple[dict[str, Any], t
                 continue
             value = gguf.metadata[key]
             info[key] = value.tolist() if isinstance(value, np.ndarray) else value
-        capabilities = capabilities_of(gguf.metadata)
+        capabilities = capabilities_of(gguf.metadata, model.manifest.template)
     info.setdefault("general.parameter_count", model.manifest.parameter_count)
     return info, capabilities

@@ -26,14 +26,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from corral.registry.catalog import PARAMETER_TYPES
 from corral.registry.convert.pipeline import check_quantization
 from corral.registry.errors import CorralError, SourceError, shown
 from corral.registry.sources.hf import is_hf_name
 from corral.registry.sources.local import looks_like_path
 from corral.registry.sources.ms import is_ms_name
+from corral.runtime.ollama_template import template_error
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +124,10 @@ def check_quantize(value: Any) -> str:
 
 
 def check_template(value: Any) -> str:
+    """A Jinja chat template (as GGUF files carry) or a Go template (as Ollama's)."""
     template = _text("template")(value)
-    try:
-        jinja2.Environment().parse(template)
-    except jinja2.TemplateSyntaxError as e:
-        raise ModelfileError(
-            f"the template is not a Jinja chat template (its line {e.lineno}: {e.message}); "
-            "corral renders Jinja templates like a GGUF's tokenizer.chat_template, "
-            "not Ollama's Go templates",
-            ("template",),
-        ) from None
+    if (problem := template_error(template)) is not None:
+        raise ModelfileError(problem, ("template",))
     return template
 
 

@@ -1,7 +1,8 @@
 """The import rules of DESIGN.md, checked by parsing every module's imports.
 
 runtime  -> numpy, gguf, jinja2, regex and the standard library only
-registry -> runtime's format modules (gguf, quants, model_info, quantize) and third-party libraries
+registry -> runtime's format modules (gguf, quants, model_info, quantize, ollama_template)
+            and third-party libraries
 daemon   -> registry, runtime, and the wire types (corral.client.api)
 client   -> nothing of corral but the wire types; api.py imports nothing of corral
 """
@@ -22,6 +23,7 @@ RUNTIME_FORMAT_MODULES = {
     "corral.runtime.quants",
     "corral.runtime.model_info",
     "corral.runtime.quantize",
+    "corral.runtime.ollama_template",  # a Modelfile's TEMPLATE: which syntax, and is it valid
 }
 
 

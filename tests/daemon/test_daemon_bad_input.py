@@ -107,7 +107,7 @@ def test_wrong_field_types_are_400_naming_the_field(
         ({"images": ["aGk="]}, "images"),
         ({"format": "json"}, "format"),
         ({"think": True}, "think"),
-        ({"template": "{{ .Prompt }}"}, "template"),
+        ({"template": "{{ .Prompt "}, "not a valid Go template"),
         ({"options": {"num_ctx": 0}}, "num_ctx"),
         ({"options": {"repeat_penalty": 0}}, "repeat_penalty"),
         ({"options": {"temperature": float("nan")}}, "temperature"),
