@@ -126,10 +126,13 @@ def go_template(source: str) -> OllamaTemplate | None:
     return OllamaTemplate(source) if is_go_template(source) else None
 
 
-def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) -> list[int]:
+def chat_prompt(
+    engine: Engine, manifest: Manifest, conversation: Conversation, truncate: bool = True
+) -> list[int]:
     """Token ids of the rendered chat. When they do not fit the context window, the oldest
     messages are dropped, as Ollama does: system messages and the last message stay, and
-    what is kept starts at a user message (templates such as Gemma's insist on it)."""
+    what is kept starts at a user message (templates such as Gemma's insist on it).
+    Without `truncate` such a chat is refused instead (ContextFull)."""
     encoded: dict[int, list[int] | ContextFull] = {}  # the chat kept from message i on, or
     limit = engine.num_ctx  # why it is certainly too long (not encoded: it could be huge)
 
@@ -148,6 +151,11 @@ def chat_prompt(engine: Engine, manifest: Manifest, conversation: Conversation) 
 
     if fits(0):
         return ids_from(0)  # type: ignore[return-value]
+    if not truncate:
+        raise ContextFull(
+            f"the chat does not fit the context window of {limit} tokens: raise num_ctx, "
+            "or leave 'truncate' unset to drop the oldest messages"
+        )
     starts = [i for i, m in enumerate(conversation) if i > 0 and m["role"] == "user"]
     if not starts or starts[-1] != len(conversation) - 1:
         starts.append(len(conversation) - 1)  # at worst the last message alone

@@ -156,7 +156,7 @@ async def chat_events(
     conversation = prompts.chat_conversation(req.messages, model.manifest)
 
     def prompt_ids(engine: Engine) -> list[int]:
-        return prompts.chat_prompt(engine, model.manifest, conversation)
+        return prompts.chat_prompt(engine, model.manifest, conversation, req.truncate is not False)
 
     pieces = generate(state, model, settings, keep_alive, prompt_ids, started)
     return _answer(pieces, piece, final)

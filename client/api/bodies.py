@@ -98,6 +98,7 @@ class ChatRequest(Wire):
     top_logprobs: int | None = None
     keep_alive: str | float | None = None
     options: Options | None = None
+    truncate: bool | None = None  # false: a chat over num_ctx is refused, not cut (Ollama 0.12)
 
     def __post_init__(self) -> None:
         _check_keep_alive(self.keep_alive)

@@ -150,6 +150,11 @@ def test_a_chat_longer_than_the_context_drops_its_oldest_messages(
         json.dumps({"model": tiny, "messages": [{"role": "user", "content": turn * 20}]}),
     )
     assert status == 400 and "context window" in json.loads(body)["error"]  # alone too long
+    strict = {"model": tiny, "messages": history, "truncate": False, "options": options}
+    status, body, _ = daemon.raw("POST", "/api/chat", json.dumps(strict))
+    error = json.loads(body)["error"]
+    assert status == 400 and "does not fit the context window of 256" in error  # as asked
+    assert "leave 'truncate' unset" in error
 
 
 def test_copy_and_its_errors(daemon: Daemon, tiny: str) -> None:

@@ -95,7 +95,7 @@ def test_older_clients_send_modelfile_text_and_its_path(
         ({"model": "../x"}, 400, "invalid model name '../x'"),
         ({"adapters": {"a.gguf": "sha256:" + "0" * 64}}, 400, "adapters (LoRA) are not supported"),
         ({"parameters": {"top_k": "high"}}, 400, "parameter 'top_k' must be an integer"),
-        ({"template": "{{ if .Prompt }}"}, 400, "not a valid Go template as in Ollama's Modelfiles"),
+        ({"template": "{{ if .Prompt }}"}, 400, "not a valid Go template as in Ollama's"),
         ({"from": None, "files": {"m.gguf": "sha256:" + "0" * 64}}, 400, "was not uploaded"),
         ({"from": "./relative.gguf"}, 400, "is a relative path"),
         ({"from": "/no/such.gguf"}, 400, "file /no/such.gguf not found"),
