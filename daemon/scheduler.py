@@ -79,6 +79,8 @@ class Scheduler:
         self._closing = False
         self._room_wanted = 0  # loads waiting for a busy model to be released
         self._abandoned: set[asyncio.Future[LoadedModel]] = set()  # loads nobody awaits
+        self._loading: LoadKey | None = None  # the load holding the load lock
+        self._stop_loading = False  # the blob being loaded was stopped meanwhile
 
     # ----- public -------------------------------------------------------------
 
@@ -133,7 +135,10 @@ class Scheduler:
         return time.perf_counter_ns() - started
 
     def unload(self, digest: str) -> None:
-        """Unload every copy of a blob now; copies in use when their last request ends."""
+        """Unload every copy of a blob now; copies in use when their last request ends.
+        A copy being loaded goes once the request that loads it ends."""
+        if self._loading is not None and self._loading.digest == digest:
+            self._stop_loading = True
         for model in list(self._loaded.values()):
             if model.key.digest == digest:
                 model.stale = True
@@ -203,6 +208,7 @@ class Scheduler:
             model = self._covering(key)
             if model is not None and not self._room_wanted:
                 model.refs += 1
+                model.stale = False  # a request after a stop keeps the model
                 return self._take_over(model, name, seconds)
             if model is not None:
                 await self._released.wait()
@@ -212,6 +218,7 @@ class Scheduler:
     async def _load(self, key: LoadKey, path: Path, name: str) -> LoadedModel | None:
         """Load the model, held once; None if another request loaded it meanwhile."""
         await self._load_lock.acquire()  # waiting here (and for room) is cancellable
+        self._loading, self._stop_loading = key, False
         job: asyncio.Future[LoadedModel] | None = None
         try:
             if self._closing:
@@ -224,7 +231,7 @@ class Scheduler:
             job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size))
         finally:
             if job is None:
-                self._load_lock.release()
+                self._unlock()
         return await self._await_load(job)
 
     def _retire_smaller(self, key: LoadKey) -> None:
@@ -261,6 +268,7 @@ class Scheduler:
                 key, path, name, engine, size, pool, batcher, self.default_keep_alive
             )
             model.refs = 1
+            model.stale = self._stop_loading  # stopped while loading: goes when released
             self._loaded[key] = model
             self._retire_smaller(key)
             if this in self._abandoned:
@@ -268,7 +276,11 @@ class Scheduler:
             return model
         finally:
             self._abandoned.discard(this)
-            self._load_lock.release()
+            self._unlock()
+
+    def _unlock(self) -> None:
+        self._loading, self._stop_loading = None, False
+        self._load_lock.release()
 
     async def _await_load(self, job: asyncio.Future[LoadedModel]) -> LoadedModel:
         """A load thread cannot be stopped: if the request goes away mid-load, the load
@@ -288,7 +300,6 @@ class Scheduler:
         """The latest request names the model and sets how long it stays once idle."""
         model.name = name
         model.keep_alive = keep_alive
-        model.stale = False
         model.cancel_timer()
         return model
 

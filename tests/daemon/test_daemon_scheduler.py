@@ -344,3 +344,62 @@ def test_a_steady_stream_to_the_loaded_model_does_not_starve_another(
         assert [p.name for p in loader.calls] == ["a.gguf", "b.gguf", "a.gguf"]
 
     run(test)
+
+
+def test_a_blob_stopped_while_it_loads_goes_when_its_request_ends(
+    models: tuple[Path, Path],
+) -> None:
+    a, _ = models
+    loader = RecordingLoader()
+
+    async def test() -> None:
+        s = scheduler(loader)
+        loader.gate.clear()
+        held = asyncio.Event()
+
+        async def use() -> None:
+            async with s.use(a, "A", NUM_CTX):
+                held.set()
+                await asyncio.sleep(0.05)
+                assert digests(s) == {"A"}  # the request that loaded it still runs
+
+        task = asyncio.create_task(use())
+        await eventually(lambda: loader.active == 1)
+        s.unload("A")  # `corral stop` while the model loads
+        loader.gate.set()
+        await task
+        assert held.is_set()
+        assert digests(s) == set()
+        async with s.use(a, "A", NUM_CTX):  # a later request loads it again, to stay
+            pass
+        assert digests(s) == {"A"}
+
+    run(test)
+
+
+def test_a_blob_stopped_while_an_abandoned_load_runs_does_not_stay(
+    models: tuple[Path, Path],
+) -> None:
+    a, _ = models
+    loader = RecordingLoader()
+
+    async def test() -> None:
+        s = scheduler(loader)
+        loader.gate.clear()
+
+        async def use() -> None:
+            async with s.use(a, "A", NUM_CTX):
+                raise AssertionError("the cancelled request must not get the model")
+
+        task = asyncio.create_task(use())
+        await eventually(lambda: loader.active == 1)
+        task.cancel()  # the client gave up (Ctrl-C), then ran `corral stop`
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        s.unload("A")
+        loader.gate.set()
+        await eventually(lambda: loader.active == 0)
+        await asyncio.sleep(0.05)
+        assert digests(s) == set()
+
+    run(test)
