@@ -136,7 +136,7 @@ class DaemonConfig:
             ),
             max_memory=_read(environ, "CORRAL_MAX_MEMORY", parse_size, None) or default_budget(),
             num_parallel=_read(environ, "CORRAL_NUM_PARALLEL", _positive_int, DEFAULT_NUM_PARALLEL),
-            max_queue=_read(environ, "CORRAL_MAX_QUEUE", _count, DEFAULT_MAX_QUEUE),
+            max_queue=_read(environ, "CORRAL_MAX_QUEUE", _queue_size, DEFAULT_MAX_QUEUE),
             idle_timeout=_read(environ, "CORRAL_IDLE_TIMEOUT", _timeout, DEFAULT_IDLE_TIMEOUT),
             debug=_read(environ, "CORRAL_DEBUG", _flag, False),
         )
@@ -192,10 +192,11 @@ def _flag(text: str) -> bool:
     return text.lower() not in ("0", "false", "no", "off")
 
 
-def _count(text: str) -> int:
+def _queue_size(text: str) -> int:
+    """A request waits in the queue while its model loads: with 0, none could ever load."""
     value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
+    if value < 1:
+        raise ValueError("must be 1 or more (a request waits in the queue while its model loads)")
     return value
 
 

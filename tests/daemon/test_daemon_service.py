@@ -138,7 +138,8 @@ def test_a_tcp_port_in_use_is_a_clear_error(tmp_path: Path, socket_dir: Path) ->
     ("variable", "value", "words"),
     [
         ("CORRAL_MAX_MEMORY", "lots", "CORRAL_MAX_MEMORY='lots' is not valid: use a size like"),
-        ("CORRAL_MAX_QUEUE", "-1", "CORRAL_MAX_QUEUE='-1' is not valid: must be 0 or more"),
+        ("CORRAL_MAX_QUEUE", "-1", "CORRAL_MAX_QUEUE='-1' is not valid: must be 1 or more"),
+        ("CORRAL_MAX_QUEUE", "0", "CORRAL_MAX_QUEUE='0' is not valid: must be 1 or more"),
         ("CORRAL_NUM_PARALLEL", "0", "CORRAL_NUM_PARALLEL='0' is not valid: must be 1 or more"),
         ("CORRAL_ORIGINS", "example.com", "is not an origin like https://app.example.com"),
         ("CORRAL_IDLE_TIMEOUT", "0", "CORRAL_IDLE_TIMEOUT='0' is not valid: use a positive"),
