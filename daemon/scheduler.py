@@ -212,11 +212,14 @@ class Scheduler:
                 return self._take_over(model, name, seconds)
             if model is not None:
                 await self._released.wait()
-            elif (loaded := await self._load(key, path, name)) is not None:
+            elif (loaded := await self._load(key, path, name, seconds)) is not None:
                 return self._take_over(loaded, name, seconds)
 
-    async def _load(self, key: LoadKey, path: Path, name: str) -> LoadedModel | None:
-        """Load the model, held once; None if another request loaded it meanwhile."""
+    async def _load(
+        self, key: LoadKey, path: Path, name: str, keep_alive: float
+    ) -> LoadedModel | None:
+        """Load the model, held once, to stay `keep_alive` once idle (the requester's,
+        even if it goes away meanwhile); None if another request loaded it meanwhile."""
         await self._load_lock.acquire()  # waiting here (and for room) is cancellable
         self._loading, self._stop_loading = key, False
         job: asyncio.Future[LoadedModel] | None = None
@@ -228,7 +231,7 @@ class Scheduler:
             size = await asyncio.to_thread(self._estimator, path, key.num_ctx, self.num_parallel)
             self._check_fits(size, name, key)
             await self._make_room(size)
-            job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size))
+            job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size, keep_alive))
         finally:
             if job is None:
                 self._unlock()
@@ -255,7 +258,7 @@ class Scheduler:
         return min(fitting, key=lambda m: (m.stale, m.key.num_ctx), default=None)
 
     async def _load_then_unlock(
-        self, key: LoadKey, path: Path, name: str, size: int
+        self, key: LoadKey, path: Path, name: str, size: int, keep_alive: float
     ) -> LoadedModel:
         """Load in a worker thread; the new model starts held once, for its requester
         (released at once if the requester went away meanwhile)."""
@@ -264,9 +267,7 @@ class Scheduler:
             log.info("loading %s (num_ctx=%d, about %s)", name, key.num_ctx, human_size(size))
             engine = await asyncio.to_thread(self._loader, path, key.num_ctx)
             pool, batcher = SlotPool(self.num_parallel), Batcher(engine, name)
-            model = LoadedModel(
-                key, path, name, engine, size, pool, batcher, self.default_keep_alive
-            )
+            model = LoadedModel(key, path, name, engine, size, pool, batcher, keep_alive)
             model.refs = 1
             model.stale = self._stop_loading  # stopped while loading: goes when released
             self._loaded[key] = model
@@ -285,7 +286,7 @@ class Scheduler:
     async def _await_load(self, job: asyncio.Future[LoadedModel]) -> LoadedModel:
         """A load thread cannot be stopped: if the request goes away mid-load, the load
         still finishes (holding the lock: loads never overlap) and the model stays for
-        the default keep_alive, ready for the next request."""
+        the keep_alive its request asked for, ready for the next request."""
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:

@@ -403,3 +403,30 @@ def test_a_blob_stopped_while_an_abandoned_load_runs_does_not_stay(
         assert digests(s) == set()
 
     run(test)
+
+
+def test_a_request_gone_mid_load_still_sets_how_long_the_model_stays(
+    models: tuple[Path, Path],
+) -> None:
+    a, _ = models
+    loader = RecordingLoader()
+
+    async def test() -> None:
+        s = Scheduler(default_keep_alive=0, loader=loader)  # type: ignore[arg-type]
+        loader.gate.clear()
+
+        async def warm_up() -> None:  # keep_alive -1 to pin it, from a client with a timeout
+            await s.preload(a, "A", NUM_CTX, FOREVER)
+
+        task = asyncio.create_task(warm_up())
+        await eventually(lambda: loader.active == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        loader.gate.set()
+        await eventually(lambda: loader.active == 0)
+        await asyncio.sleep(0.05)
+        (model,) = s.loaded()
+        assert model.expires_at is None  # kept, as asked; not unloaded by the default 0
+
+    run(test)
