@@ -87,7 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CORRAL_NUM_PARALLEL",
         str(DEFAULT_NUM_PARALLEL),
-        "requests one loaded model serves at once, decoded together in one batch",
+        "requests one loaded model serves at once, decoded together in one batch "
+        "(fewer if CORRAL_MAX_MEMORY holds fewer KV caches)",
     ),
     Setting(
         "CORRAL_MAX_QUEUE",

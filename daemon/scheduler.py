@@ -228,10 +228,11 @@ class Scheduler:
                 raise _shutting_down()
             if self._covering(key) is not None:
                 return None
-            size = await asyncio.to_thread(self._estimator, path, key.num_ctx, self.num_parallel)
-            self._check_fits(size, name, key)
+            size, slots = await self._size_and_slots(path, key, name)
             await self._make_room(size)
-            job = asyncio.ensure_future(self._load_then_unlock(key, path, name, size, keep_alive))
+            job = asyncio.ensure_future(
+                self._load_then_unlock(key, path, name, (size, slots), keep_alive)
+            )
         finally:
             if job is None:
                 self._unlock()
@@ -258,15 +259,16 @@ class Scheduler:
         return min(fitting, key=lambda m: (m.stale, m.key.num_ctx), default=None)
 
     async def _load_then_unlock(
-        self, key: LoadKey, path: Path, name: str, size: int, keep_alive: float
+        self, key: LoadKey, path: Path, name: str, size_slots: tuple[int, int], keep_alive: float
     ) -> LoadedModel:
         """Load in a worker thread; the new model starts held once, for its requester
         (released at once if the requester went away meanwhile)."""
         this = asyncio.current_task()
+        size, slots = size_slots
         try:
             log.info("loading %s (num_ctx=%d, about %s)", name, key.num_ctx, human_size(size))
             engine = await asyncio.to_thread(self._loader, path, key.num_ctx)
-            pool, batcher = SlotPool(self.num_parallel), Batcher(engine, name)
+            pool, batcher = SlotPool(slots), Batcher(engine, name)
             model = LoadedModel(key, path, name, engine, size, pool, batcher, keep_alive)
             model.refs = 1
             model.stale = self._stop_loading  # stopped while loading: goes when released
@@ -304,15 +306,27 @@ class Scheduler:
         model.cancel_timer()
         return model
 
-    def _check_fits(self, size: int, name: str, key: LoadKey) -> None:
-        if self.max_memory is not None and size > self.max_memory:
-            raise RequestError(
-                f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx} "
-                f"for each of CORRAL_NUM_PARALLEL={self.num_parallel} requests, more than "
-                f"CORRAL_MAX_MEMORY allows ({human_size(self.max_memory)}): raise "
-                "CORRAL_MAX_MEMORY, or lower num_ctx or CORRAL_NUM_PARALLEL if the weights fit",
-                TOO_LARGE,
-            )
+    async def _size_and_slots(self, path: Path, key: LoadKey, name: str) -> tuple[int, int]:
+        """The memory a copy needs and how many requests it serves at once:
+        CORRAL_NUM_PARALLEL, or fewer when CORRAL_MAX_MEMORY holds only fewer (each
+        request's KV cache counts), as Ollama falls back to one."""
+        for slots in range(self.num_parallel, 0, -1):
+            size = await asyncio.to_thread(self._estimator, path, key.num_ctx, slots)
+            if self.max_memory is None or size <= self.max_memory:
+                if slots < self.num_parallel:
+                    log.warning(
+                        "%s: %d requests at once, not CORRAL_NUM_PARALLEL=%d: CORRAL_MAX_MEMORY "
+                        "(%s) holds no more with num_ctx %d",
+                        name, slots, self.num_parallel, human_size(self.max_memory or 0),
+                        key.num_ctx,
+                    )  # fmt: skip
+                return size, slots
+        raise RequestError(
+            f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx}, "
+            f"more than CORRAL_MAX_MEMORY allows ({human_size(self.max_memory or 0)}): raise "
+            "CORRAL_MAX_MEMORY, or lower num_ctx if the weights fit",
+            TOO_LARGE,
+        )
 
     async def _make_room(self, size: int) -> None:
         """Unload idle models (least recently used first) until `size` more bytes fit.

@@ -103,7 +103,7 @@ def test_a_model_bigger_than_the_memory_budget_is_refused(tmp_path: Path) -> Non
         assert body["error"].startswith("tiny:latest needs about ")
         assert body["error"].endswith(
             "more than CORRAL_MAX_MEMORY allows (100.0 KB): raise CORRAL_MAX_MEMORY, "
-            "or lower num_ctx or CORRAL_NUM_PARALLEL if the weights fit"
+            "or lower num_ctx if the weights fit"
         )
         assert daemon.client.version()  # still serving
 

@@ -104,6 +104,22 @@ def test_a_busy_model_is_never_evicted_for_memory(models: Models, size: int) -> 
     run(test)
 
 
+def test_a_budget_for_fewer_parallel_requests_loads_with_fewer_slots(models: Models) -> None:
+    """As Ollama falls back to one: the model loads, serving as many requests at once as
+    the budget holds KV caches for, instead of being refused."""
+    a = models[0]
+    two = estimate_model_bytes(a, NUM_CTX, 2)
+    assert two < estimate_model_bytes(a, NUM_CTX, 3)
+
+    async def test() -> None:
+        s = Scheduler(default_keep_alive=FOREVER, max_memory=two, num_parallel=4)
+        await use_once(s, a)
+        (model,) = s._loaded.values()
+        assert len(model.pool.slots) == 2 and model.size == two
+
+    run(test)
+
+
 def test_a_model_larger_than_the_budget_is_refused_clearly(models: Models, size: int) -> None:
     a, b, _ = models
 
