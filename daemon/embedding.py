@@ -11,6 +11,7 @@ does not.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from corral.daemon.settings import GenerationSettings
 from corral.daemon.state import DaemonState
 from corral.daemon.worker import Emit, events_from_thread
 from corral.registry.store import InstalledModel
-from corral.runtime.engine import Engine
+from corral.runtime.engine import EmbeddingCancelled, Engine
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ async def embed_texts(
         async with holding as lease:
 
             def work(emit: Emit[tuple[np.ndarray, int]]) -> None:
-                for i, text in enumerate(texts):
-                    if cancel.is_set():
-                        return
-                    emit(_embed_one(lease.engine, i, text, truncate))
+                log.info("%s: embedding %d input(s)", model.name, len(texts))
+                try:
+                    for i, text in enumerate(texts):
+                        emit(_embed_one(lease.engine, i, text, truncate, cancel))
+                except EmbeddingCancelled as e:  # the client went away, or the daemon stops
+                    log.info("%s: input %d of %d: %s", model.name, i, len(texts), e)
 
             async for vector, count in events_from_thread(work, cancel, state.workers):
                 vectors.append(vector)
@@ -68,7 +71,9 @@ async def embed_texts(
     return Embedded(tuple(vectors), tokens, lease.load_duration_ns)
 
 
-def _embed_one(engine: Engine, i: int, text: str, truncate: bool) -> tuple[np.ndarray, int]:
+def _embed_one(
+    engine: Engine, i: int, text: str, truncate: bool, cancel: threading.Event
+) -> tuple[np.ndarray, int]:
     """In the worker thread: tokenize (BOS included), fit to the window, embed. A text
     certainly too long is refused, or cut, before it is tokenized (it could be huge)."""
     limit, tokenizer = engine.num_ctx, engine.tokenizer
@@ -89,7 +94,7 @@ def _embed_one(engine: Engine, i: int, text: str, truncate: bool) -> tuple[np.nd
                 "shorten it, raise num_ctx, or allow truncation"
             )
         ids = ids[:limit]
-    return engine.embed(ids), len(ids)
+    return engine.embed(ids, cancel), len(ids)
 
 
 def normalized(vector: np.ndarray, dimensions: int | None = None) -> np.ndarray:

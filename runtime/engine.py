@@ -50,6 +50,10 @@ POOLINGS: dict[int, str] = {0: "last", 1: "mean", 2: "first", 3: "last"}
 POOL_ROWS: dict[str, slice] = {"last": slice(-1, None), "first": slice(0, 1), "mean": slice(None)}
 
 
+class EmbeddingCancelled(Exception):
+    """`Engine.embed` was told to stop before it finished."""
+
+
 class Session:
     """One conversation's run state: its KV cache and the tokens the cache holds."""
 
@@ -148,11 +152,12 @@ class Engine:
 
     # ----- embeddings ----------------------------------------------------
 
-    def embed(self, tokens: Sequence[int]) -> np.ndarray:
+    def embed(self, tokens: Sequence[int], cancel: threading.Event | None = None) -> np.ndarray:
         """One embedding (d_model,) float32 for `tokens`: the final-normed hidden states
         (what the output layer reads) pooled as `self.pooling` says. Not normalised.
 
-        Runs in a cache of its own, so no session is touched.
+        Runs in a cache of its own, so no session is touched. `cancel`, checked between
+        chunks of the input, stops a long one (EmbeddingCancelled).
         """
         if not tokens:
             raise ValueError("nothing to embed: the input has no tokens")
@@ -162,12 +167,12 @@ class Engine:
                 f"{self.num_ctx}: shorten it or raise num_ctx"
             )
         cache = self.model.new_cache(len(tokens))
-        states = np.concatenate(
-            [
-                self.model.hidden(np.array(tokens[i : i + PREFILL_CHUNK]), cache)  # (t, d)
-                for i in range(0, len(tokens), PREFILL_CHUNK)
-            ]
-        )  # (T, d)
+        chunks = []
+        for i in range(0, len(tokens), PREFILL_CHUNK):
+            if cancel is not None and cancel.is_set():
+                raise EmbeddingCancelled(f"embedding cancelled after {i} of {len(tokens)} tokens")
+            chunks.append(self.model.hidden(np.array(tokens[i : i + PREFILL_CHUNK]), cache))
+        states = np.concatenate(chunks)  # (T, d)
         pooled = states[POOL_ROWS[self.pooling]]  # (N, d)
         normed = rms_norm(pooled, self.model.weights.out_norm, self.model.config.rms_eps)
         return normed.mean(axis=0, dtype=np.float32)  # (d,): mean of the normed states

@@ -121,3 +121,21 @@ def test_parallel_slots_answer_two_streams_at_once(tmp_path: Path) -> None:
         first.close()
         second.close()
         daemon.wait_for_log("generation ended (cancel)", 2)
+
+
+def test_a_client_leaving_a_long_embedding_stops_it(busy: Daemon) -> None:
+    """Cancellation is checked between chunks of one input, not only between inputs."""
+    body = json.dumps(
+        {"model": LONG_NAME, "input": "tell me more " * 20_000, "options": {"num_ctx": 100_000}}
+    )
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(busy.socket_path))
+    sock.sendall(
+        f"POST /api/embed HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    busy.wait_for_log("embedding 1 input")
+    sock.close()
+    busy.wait_for_log("input 0 of 1: embedding cancelled after")
+    answer = busy.client.generate(LONG_NAME, "Hi", options=BOUNDED, stream=False)
+    assert answer.done and answer.eval_count == 3  # the slot is free again

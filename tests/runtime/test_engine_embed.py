@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
-from corral.runtime.engine import Engine
+from corral.runtime.engine import PREFILL_CHUNK, EmbeddingCancelled, Engine
 from corral.runtime.kv_cache import ContextFull
 from tiny import write_tiny_llama
 
@@ -80,3 +81,26 @@ def _with_pooling(engine: Engine, pooling: str) -> Engine:
     return Engine(
         engine.model, engine.tokenizer, engine.template, engine.info, engine.num_ctx, pooling
     )
+
+
+class CancelledAtSecondCheck(threading.Event):
+    """A cancel event a client sets while the first chunk of its input runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        if self.checks == 2:
+            self.set()
+        return super().is_set()
+
+
+def test_a_long_embedding_stops_between_chunks_when_cancelled(tmp_path: Path) -> None:
+    path = write_tiny_llama(tmp_path / "long.gguf", context_length=4096)
+    engine = Engine.load(path, num_ctx=2048, split=False)
+    ids = [7] * (PREFILL_CHUNK + 100)
+    with pytest.raises(EmbeddingCancelled, match=f"after {PREFILL_CHUNK} of {len(ids)} tokens"):
+        engine.embed(ids, CancelledAtSecondCheck())
+    assert engine.embed(ids, threading.Event()).shape == (engine.info.embedding_length,)
