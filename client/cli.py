@@ -124,10 +124,10 @@ def run(model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | Non
     """
     client = connect()
     ensure_installed(client, model)
-    words = list(prompt)
+    words = [as_utf8(word) for word in prompt]
     interactive = not words and sys.stdin.isatty()
     if not sys.stdin.isatty():
-        words.insert(0, sys.stdin.read())
+        words.insert(0, sys.stdin.buffer.read().decode("utf-8", "replace"))
     if interactive:
         Repl(client, model, verbose=verbose, keep_alive=keepalive).run()
     else:
@@ -314,6 +314,12 @@ def follow_progress(events: Iterator[ProgressResponse]) -> None:
             display.update(last)
     if last is not None and last.status == "success":
         click.echo("success", err=True)
+
+
+def as_utf8(text: str) -> str:
+    """An argument as UTF-8 text: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates, unsendable) become U+FFFD, as Ollama's JSON makes them."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def ensure_installed(client: Client, model: str) -> None:

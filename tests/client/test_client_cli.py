@@ -108,6 +108,19 @@ def test_run_reads_piped_input(corral: Invoke, daemon: Daemon, tiny: str) -> Non
     assert daemon.log().count("generating from") == started + 1
 
 
+def test_run_sends_text_that_is_not_utf8_with_replacement_characters(
+    corral: Invoke, daemon: Daemon, tiny: str
+) -> None:
+    # A Latin-1 file piped in, and an argument in a Latin-1 terminal (Python keeps its
+    # byte as a lone surrogate): both are sent, their bad bytes as U+FFFD, as Ollama does.
+    started = daemon.log().count("generating from")
+    piped = corral("run", tiny, input=b"caf\xe9 au lait\n")
+    assert piped.exit_code == 0, piped.output
+    argument = corral("run", tiny, "caf\udce9 au lait")
+    assert argument.exit_code == 0, argument.output
+    assert daemon.log().count("generating from") == started + 2
+
+
 def test_run_into_a_closed_pipe_ends_quietly(daemon: Daemon, tiny: str) -> None:
     env = {**os.environ, "CORRAL_SOCKET": str(daemon.socket_path), "CORRAL_HOME": str(daemon.home)}
     env.pop("CORRAL_HOST", None)
