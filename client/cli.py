@@ -55,6 +55,8 @@ class CorralGroup(click.Group):
             return super().invoke(ctx)
         except FAILURES as e:
             raise click.ClickException(str(e)) from None
+        except UnicodeEncodeError as e:  # an argument with bytes that are not UTF-8
+            raise click.ClickException(f"{_quoted_around(e)} is not valid UTF-8") from None
         except BrokenPipeError:  # our own output closed (`corral run ... | head`): done
             _silence_stdout()
             raise click.exceptions.Exit(0) from None
@@ -63,6 +65,21 @@ class CorralGroup(click.Group):
         except KeyboardInterrupt:
             click.echo(err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
+
+
+def _quoted_around(e: UnicodeEncodeError) -> str:
+    """The quoted string (a JSON value) holding the characters that could not be encoded,
+    the bytes Python kept as lone surrogates written as \\xNN."""
+    start = e.object.rfind('"', 0, e.start) + 1
+    end = e.object.find('"', e.end)
+    text = e.object[start : end if end >= 0 else None]
+    return "'" + "".join(_escaped(c) for c in text) + "'"
+
+
+def _escaped(char: str) -> str:
+    if "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return char if not "\ud800" <= char <= "\udfff" else f"\\u{ord(char):04x}"
 
 
 def _silence_stdout() -> None:

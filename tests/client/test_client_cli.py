@@ -158,6 +158,9 @@ def test_rm_removes_several_and_reports_each(
         (("show", "nope"), "Error: model 'nope' not found, try `corral pull nope`"),
         (("show", "../x"), "Error: invalid model name '../x'"),
         (("run", "bad name!", "hi"), "Error: invalid model name 'bad name!'"),
+        # a name typed in a Latin-1 terminal: Python keeps the byte as a lone surrogate
+        (("show", "caf\udce9"), "Error: 'caf\\xe9' is not valid UTF-8"),
+        (("rm", "caf\udce9"), "Error: 'caf\\xe9' is not valid UTF-8"),
         (("pull", "/nonexistent/model.gguf"), "Error: file /nonexistent/model.gguf not found"),
         (("pull", "pypi://corral-test-no-such-package-zz9"), "Error: package"),
     ],
