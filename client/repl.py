@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -66,8 +66,18 @@ class Repl:
             self.answer(text)
 
     def load(self) -> None:
-        """Load the model now, so the first answer does not wait for it."""
+        """Load the model now, so the first answer does not wait for it, and print the
+        conversation it holds (a chat kept with /save), as `ollama run` does."""
         self.client.generate(self.model, "", stream=False, keep_alive=self.keep_alive)
+        self.replay(self.client.show(self.model).messages or ())
+
+    def replay(self, messages: Sequence[Message]) -> None:
+        """Print saved turns as they looked when typed and answered."""
+        for message in messages:
+            if message.role == "user":
+                print(f"{PROMPT}{message.content}", file=self.out)
+            elif message.role == "assistant":
+                print(f"{message.content}\n", file=self.out)
 
     def read_message(self) -> str:
         """One message: a line, or a \"\"\" block of lines (its fences removed)."""

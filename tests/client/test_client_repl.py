@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.client.api import Message
 from serving import Daemon, Terminal
 
 
@@ -135,6 +136,24 @@ def test_save_makes_a_model_of_the_conversation(chat: Terminal, daemon: Daemon, 
     assert listed["keeper:latest"] == listed[tiny]  # the same file, with the chat on top
     assert "Error: invalid model name" in command(chat, "/save ../bad")
     assert "Usage:" in command(chat, "/save")
+
+
+def test_a_saved_conversation_is_shown_when_it_is_run_or_loaded(
+    chat: Terminal, daemon: Daemon, tiny: str
+) -> None:
+    turns = [Message(role="user", content="I am Bob"), Message(role="assistant", content="Hi Bob")]
+    daemon.client.create("bobchat", from_=tiny, messages=turns, stream=False)
+    chat.type("/load bobchat")
+    assert chat.read_until("Hi Bob\r\n").endswith("Loading model 'bobchat'\r\n>>> I am Bob\r\n")
+    assert chat.read_until(">>> ") == "\r\n"
+    session = Terminal(["run", "bobchat"], daemon.env)
+    try:
+        assert session.read_until("Hi Bob\r\n") == ">>> I am Bob\r\n"  # before the prompt
+        session.type("/bye")
+        assert session.close() == 0
+    finally:
+        if session.process.poll() is None:
+            session.process.kill()
 
 
 @pytest.mark.parametrize("word", ["/bye", "/exit"])
