@@ -8,13 +8,14 @@ and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -45,6 +46,14 @@ FAILURES: tuple[type[BaseException], ...] = (
     AutostartError,
     WireError,
 )
+
+
+class HasName(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Named = TypeVar("Named", bound=HasName)
 
 
 class CorralGroup(click.Group):
@@ -152,10 +161,12 @@ def run(model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | Non
 
 
 @main.command("list")
+@click.argument("prefix", default="")
 @JSON_OPTION
-def list_models(as_json: bool) -> None:
-    """List installed models."""
+def list_models(prefix: str, as_json: bool) -> None:
+    """List installed models (those whose name starts with PREFIX, when given)."""
     listing = connect().list()
+    listing = dataclasses.replace(listing, models=starting_with(prefix, listing.models))
     if as_json:
         echo_json(listing)
         return
@@ -226,11 +237,14 @@ def create(model: str, path: str, quantize: str | None) -> None:
 
 
 @main.command()
+@click.argument("prefix", default="")
 @JSON_OPTION
-def ps(as_json: bool) -> None:
-    """List the models in memory, their size and when they unload."""
+def ps(prefix: str, as_json: bool) -> None:
+    """List the models in memory (whose name starts with PREFIX, when given), their size
+    and when they unload."""
     client = connect_if_running()
     running = client.ps() if client is not None else ProcessResponse(models=())
+    running = dataclasses.replace(running, models=starting_with(prefix, running.models))
     if as_json:
         echo_json(running)
         return
@@ -313,6 +327,12 @@ def provision(file: Path, dry_run: bool, update: bool) -> None:
 
 
 # ----- shared by the commands -----------------------------------------------------
+
+
+def starting_with(prefix: str, models: tuple[Named, ...]) -> tuple[Named, ...]:
+    """The models whose name starts with `prefix` (names compare case-insensitively), as
+    `ollama list PREFIX` and `ollama ps PREFIX` filter."""
+    return tuple(m for m in models if m.name.casefold().startswith(prefix.casefold()))
 
 
 def echo_json(body: Wire) -> None:

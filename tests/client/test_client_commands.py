@@ -119,3 +119,18 @@ def test_list_and_show_print_json_for_scripts(corral: Invoke, tiny: str) -> None
     assert info["model_info"]["tokenizer.ggml.tokens"] is None
     verbose = json.loads(corral("show", tiny, "--json", "--verbose").stdout)
     assert verbose["model_info"]["tokenizer.ggml.tokens"][1] == "<|im_start|>"
+
+
+def test_list_and_ps_keep_the_names_that_start_with_a_prefix(
+    corral: Invoke, daemon: Daemon, tiny: str
+) -> None:
+    daemon.client.copy(tiny, "prefixed-one")
+    daemon.client.generate(tiny, "", keep_alive="5m", stream=False)  # load
+    listed = corral("list", "PREFIXED")  # as `ollama list qwen`; names ignore case
+    assert listed.exit_code == 0, listed.output
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["NAME", "prefixed-one:latest"]
+    as_json = json.loads(corral("ls", "tin", "--json").stdout)
+    assert [m["name"] for m in as_json["models"]] == [tiny]
+    assert list(ps_rows(corral)) == [tiny]
+    assert corral("ps", "prefixed").stdout.split() == ["NAME", "ID", "SIZE", "PROCESSOR", "UNTIL"]
+    assert json.loads(corral("ps", "nothing", "--json").stdout) == {"models": []}
