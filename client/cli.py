@@ -27,6 +27,7 @@ from corral.client.format import (
     human_time,
     processor,
     table,
+    terminal_wrap,
     timing_summary,
     until,
 )
@@ -143,7 +144,10 @@ def pull(model: str) -> None:
 @click.argument("prompt", nargs=-1)
 @click.option("--verbose", is_flag=True, help="Print timings and token rates after each answer.")
 @click.option("--keepalive", help="How long the model stays loaded afterwards (5m, 1h, 0, -1).")
-def run(model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | None) -> None:
+@click.option("--nowordwrap", is_flag=True, help="Don't wrap answers at words on a terminal.")
+def run(
+    model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | None, nowordwrap: bool
+) -> None:
     """Run a model: answer PROMPT (or piped input), or chat interactively without one.
 
     The model is pulled first if it is not installed.
@@ -155,9 +159,10 @@ def run(model: str, prompt: tuple[str, ...], verbose: bool, keepalive: str | Non
     if not sys.stdin.isatty():
         words.insert(0, sys.stdin.buffer.read().decode("utf-8", "replace"))
     if interactive:
-        Repl(client, model, verbose=verbose, keep_alive=keepalive).run()
+        Repl(client, model, verbose, keep_alive=keepalive, word_wrap=not nowordwrap).run()
     else:
-        answer_once(client, model, " ".join(words).strip(), verbose, keepalive)
+        prompt_text = " ".join(words).strip()
+        answer_once(client, model, prompt_text, verbose, keepalive, word_wrap=not nowordwrap)
 
 
 @main.command("list")
@@ -370,15 +375,24 @@ def ensure_installed(client: Client, model: str) -> None:
 
 
 def answer_once(
-    client: Client, model: str, prompt: str, verbose: bool, keep_alive: str | None
+    client: Client,
+    model: str,
+    prompt: str,
+    verbose: bool,
+    keep_alive: str | None,
+    word_wrap: bool = True,
 ) -> None:
-    """Stream one answer to stdout (an empty prompt just loads the model)."""
+    """Stream one answer to stdout (an empty prompt just loads the model), wrapped at
+    words on a terminal."""
     stream = client.generate(model, prompt, keep_alive=keep_alive)
+    wrap = terminal_wrap(sys.stdout) if word_wrap else None
     last = None
     with contextlib.closing(stream):
         for last in stream:
-            click.echo(last.response, nl=False)
+            click.echo(wrap.feed(last.response) if wrap else last.response, nl=False)
             sys.stdout.flush()
+    if wrap:
+        click.echo(wrap.flush(), nl=False)
     if prompt:
         click.echo()
     if verbose and last is not None and last.done:

@@ -1,10 +1,15 @@
-"""Text formatting that matches Ollama's CLI: sizes, ages, Go durations, padded tables."""
+"""Text formatting that matches Ollama's CLI: sizes, ages, Go durations, padded tables,
+answers wrapped at words."""
 
 from __future__ import annotations
 
 import math
+import shutil
+import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TextIO
 
 from corral.client.api import Metrics
 
@@ -146,3 +151,74 @@ def timing_summary(m: Metrics) -> list[str]:
         lines.append(f"eval duration:        {go_duration(m.eval_duration)}")
         lines.append(f"eval rate:            {rate:.2f} tokens/s")
     return lines
+
+
+WRAP_MARGIN = 5  # Ollama's displayResponse wraps 5 columns before the terminal's edge
+
+
+@dataclass
+class WordWrap:
+    """Streamed text broken into lines of at most `width` columns at spaces, as `ollama run`
+    wraps answers on a terminal (where the terminal itself would cut words in two).
+
+    A word is held back until it ends (a space or newline) or `flush()`; a word wider
+    than a line is let through as it comes, for the terminal to break."""
+
+    width: int
+    column: int = 0  # columns already printed on the current line
+    word: str = ""  # the word being received, not printed yet
+    spilling: bool = False  # the word is too long for any line: it goes through as it comes
+
+    def feed(self, text: str) -> str:
+        return "".join(self._char(char) for char in text)
+
+    def _char(self, char: str) -> str:
+        if char in " \n":
+            text = self.flush()
+            self.spilling = False
+            if char == "\n":
+                self.column = 0
+                return text + "\n"
+            return text + self._space()
+        if self.spilling:
+            self.column += _width(char)
+            return char
+        self.word += char
+        if _width(self.word) < self.width:
+            return ""
+        self.spilling = True
+        return self.flush()
+
+    def flush(self) -> str:
+        """The word held back, at the end of the answer."""
+        text, self.word = self._place(self.word), ""
+        return text
+
+    def _place(self, word: str) -> str:
+        width = _width(word)
+        if word and self.column and self.column + width > self.width:
+            self.column = width
+            return "\n" + word
+        self.column += width
+        return word
+
+    def _space(self) -> str:
+        if self.column + 1 > self.width:  # the space ends the line
+            self.column = 0
+            return "\n"
+        self.column += 1
+        return " "
+
+
+def _width(text: str) -> int:
+    """Terminal columns: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def terminal_wrap(stream: TextIO) -> WordWrap | None:
+    """A wrapper for answers written to `stream` when it is a terminal wide enough to wrap
+    (None for a pipe or a file: their lines stay as the model wrote them)."""
+    if not stream.isatty():
+        return None
+    columns = shutil.get_terminal_size().columns
+    return WordWrap(columns - WRAP_MARGIN) if columns >= 2 * WRAP_MARGIN else None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from corral.client.api import ChatResponse, Message
-from corral.client.format import timing_summary
+from corral.client.format import terminal_wrap, timing_summary
 from corral.client.http import Client, ResponseError
 from corral.client.repl_commands import COMMANDS
 
@@ -37,6 +37,7 @@ class Repl:
     model: str
     verbose: bool = False
     keep_alive: str | None = None
+    word_wrap: bool = True  # on a terminal, answers break at spaces (--nowordwrap: not)
     read: Callable[[str], str] = input
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
@@ -113,6 +114,7 @@ class Repl:
         self.history.append(Message(role="user", content=text))
         parts: list[str] = []
         last: ChatResponse | None = None
+        wrap = terminal_wrap(self.out) if self.word_wrap else None
         try:
             stream = self.client.chat(
                 self.model,
@@ -123,16 +125,17 @@ class Repl:
             with contextlib.closing(stream):
                 for last in stream:
                     parts.append(last.message.content)
-                    print(last.message.content, end="", flush=True, file=self.out)
+                    text = wrap.feed(last.message.content) if wrap else last.message.content
+                    print(text, end="", flush=True, file=self.out)
         except KeyboardInterrupt:  # stop this answer, keep chatting
             self.history.pop()
-            print(file=self.out)
+            print(wrap.flush() if wrap else "", file=self.out)
             return
         except ResponseError as e:
             self.history.pop()
             print(f"\nError: {e.message}", file=self.err)
             return
-        print("\n", file=self.out)
+        print(wrap.flush() if wrap else "", end="\n\n", file=self.out)
         self.history.append(Message(role="assistant", content="".join(parts)))
         if self.verbose and last is not None and last.done:
             print("\n".join(timing_summary(last)), file=self.err)

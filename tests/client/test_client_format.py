@@ -8,6 +8,7 @@ import pytest
 
 from corral.client.api import GenerateResponse
 from corral.client.format import (
+    WordWrap,
     go_duration,
     human_bytes,
     human_duration,
@@ -111,3 +112,27 @@ def test_the_verbose_summary_has_ollamas_lines() -> None:
         "eval duration:        1s",
         "eval rate:            20.00 tokens/s",
     ]
+
+
+def wrapped(text: str, width: int, chunk: int) -> str:
+    """`text` streamed through a WordWrap in pieces of `chunk` characters."""
+    wrap = WordWrap(width)
+    pieces = [wrap.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)]
+    return "".join(pieces) + wrap.flush()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_answers_wrap_at_spaces_whatever_the_pieces(chunk: int) -> None:
+    text = "The quick brown fox jumps over the lazy dog.\nA new line, and a longword here."
+    assert wrapped(text, 20, chunk).split("\n") == [
+        "The quick brown fox ",
+        "jumps over the lazy ",
+        "dog.",
+        "A new line, and a ",
+        "longword here.",
+    ]
+
+
+def test_a_word_wider_than_a_line_goes_through_and_wide_characters_count_twice() -> None:
+    assert wrapped("ab " + "x" * 12 + " cd", 10, 2) == "ab \n" + "x" * 12 + "\ncd"
+    assert wrapped("你好 世界", 6, 1) == "你好 \n世界"  # 2 + 2 columns, then 1 + 4 > 6

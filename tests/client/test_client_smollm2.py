@@ -88,3 +88,21 @@ def test_pull_run_chat_list_show_rm(smol_daemon: Daemon) -> None:
     assert removed.stdout.strip() == f"deleted '{MODEL}'"
     assert corral(daemon, "list").stdout.splitlines()[1:] == []
     assert not [p for p in Path(daemon.home, "blobs").iterdir() if p.is_file()]
+
+
+def test_answers_on_a_terminal_wrap_at_words(smol_daemon: Daemon, smollm2_path: Path) -> None:
+    daemon = smol_daemon
+    daemon.client.pull(str(smollm2_path), stream=False)
+    options = {"temperature": 0, "num_predict": 40}
+    daemon.client.create(
+        "wrapped", from_="smollm2-135m-instruct.q4_1", parameters=options, stream=False
+    )
+    prompt = "Why is the sky blue?"
+    piped = corral(daemon, "run", "wrapped", prompt)  # not a terminal: as the model wrote it
+    words = piped.stdout.split()
+    assert len(words) > 10, piped.stderr
+    session = Terminal(["run", "wrapped", prompt], {**daemon.env, "COLUMNS": "40"})
+    lines = session.read_until(words[-1]).split("\r\n")
+    assert session.close() == 0
+    assert max(len(line) for line in lines) <= 35  # 5 columns short of the edge, as Ollama
+    assert (" ".join(lines) + words[-1]).split() == words  # no word cut, none lost
