@@ -93,10 +93,23 @@ class Client:
         return self._call("GET", "/api/tags", None, ListResponse)
 
     def show(
-        self, model: str, *, verbose: bool = False, modelfile_format: str | None = None
+        self,
+        model: str,
+        *,
+        verbose: bool = False,
+        modelfile_format: str | None = None,
+        system: str | None = None,
+        options: Options | Mapping[str, Any] | None = None,
     ) -> ShowResponse:
-        """`modelfile_format="yaml"`: the answer's `modelfile` in corral's YAML."""
-        request = ShowRequest(model=model, verbose=verbose, modelfile_format=modelfile_format)
+        """`modelfile_format="yaml"`: the answer's `modelfile` in corral's YAML; `system`
+        and `options` are shown in place of the model's own (a chat's settings)."""
+        request = ShowRequest(
+            model=model,
+            verbose=verbose,
+            system=system,
+            options=_options(options),
+            modelfile_format=modelfile_format,
+        )
         return self._call("POST", "/api/show", request, ShowResponse)
 
     def delete(self, model: str) -> None:

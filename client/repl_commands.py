@@ -167,8 +167,8 @@ def _show(repl: Repl, text: str) -> bool:
     part = SHOW_PARTS.get(what)
     if part is None:
         return say(repl, f"Unknown command '/show {what}'. Type /? for help" if what else SHOW_HELP)
-    try:
-        info = repl.client.show(repl.model)
+    try:  # with the chat's /set system and /set parameter, as Ollama's /show does
+        info = repl.client.show(repl.model, system=repl.system, options=repl.options or None)
     except ResponseError as e:
         return say(repl, f"Error: {e.message}")
     return say(repl, part(repl, info))

@@ -7,6 +7,7 @@ asks for `modelfile_format: "yaml"` (what `corral show --modelfile` prints).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -72,15 +73,16 @@ async def show_handler(request: web.Request) -> web.Response:
     if render is None:
         known = " or ".join(f"'{k}'" for k in MODELFILE_FORMATS)
         raise RequestError(f"field 'modelfile_format' must be {known}")
-    model = await request.app[STATE].resolve(req.model)
-    metadata, capabilities = await asyncio.to_thread(_model_info, model, req.verbose)
+    installed = await request.app[STATE].resolve(req.model)
+    metadata, capabilities = await asyncio.to_thread(_model_info, installed, req.verbose)
+    model = _as_shown(installed, req)
     manifest = model.manifest
     examples = manifest.messages
     return json_response(
         ShowResponse(
             license=manifest.license or "",
             modelfile=render(model),
-            parameters=format_parameters(manifest.parameters),
+            parameters=format_parameters(installed.manifest.parameters),  # its own, as Ollama
             # the template generation renders with: the model's own, or corral's plain one
             template=manifest.template
             or str(metadata.get("tokenizer.chat_template") or "")
@@ -93,6 +95,26 @@ async def show_handler(request: web.Request) -> web.Response:
             modified_at=format_time(model.modified_at),
         )
     )
+
+
+def _as_shown(model: InstalledModel, req: ShowRequest) -> InstalledModel:
+    """The model with the request's system prompt and parameters in place of its own (a
+    chat's `/set system` and `/set parameter`): Ollama's show puts them in the modelfile
+    and the system prompt, not in `parameters`."""
+    options = req.options.to_dict() if req.options is not None else {}
+    if req.system is None and not options:
+        return model
+    manifest = model.manifest
+    manifest = dataclasses.replace(
+        manifest,
+        system=manifest.system if req.system is None else req.system,
+        parameters={**manifest.parameters, **{k: _plain(v) for k, v in options.items()}},
+    )
+    return dataclasses.replace(model, manifest=manifest)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 @routes.delete("/api/delete")

@@ -117,6 +117,9 @@ class ShowRequest(Wire):
     _ALIASES: ClassVar[Mapping[str, str]] = {"name": "model"}
     model: str = ""
     verbose: bool = False
+    # as Ollama's: a chat's own system prompt and parameters, shown as the model's
+    system: str | None = None
+    options: Options | None = None
     # corral's own: the syntax of the answer's `modelfile`, "ollama" (default) or "yaml"
     modelfile_format: str | None = None
 

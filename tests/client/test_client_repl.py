@@ -71,6 +71,7 @@ def test_set_parameter_applies_to_the_next_answers(chat: Terminal, daemon: Daemo
     daemon.wait_for_log(two_tokens, ended + 1)
     shown = command(chat, "/show parameters")
     assert "User defined parameters:" in shown and "num_predict" in shown
+    assert "num_predict" in command(chat, "/show modelfile")  # the chat's, as Ollama's
     assert "Unknown parameter 'bogus'" in command(chat, "/set parameter bogus 1")
     assert "Couldn't set parameter: field 'top_k' must be an integer, got a string" in command(
         chat, "/set parameter top_k hot"
@@ -92,6 +93,7 @@ def test_set_system_changes_the_prompt(chat: Terminal, daemon: Daemon) -> None:
     chat.type('lines"""')
     assert "Set system message." in chat.read_until(">>> ")
     assert "Two\r\nlines" in command(chat, "/show system")
+    assert "Two\r\nlines" in command(chat, "/show modelfile")
     assert "/set system <string>" in command(chat, "/set system")  # usage; the system stays
     assert "Two\r\nlines" in command(chat, "/show system")
 

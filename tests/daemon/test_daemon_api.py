@@ -170,3 +170,14 @@ def test_delete_removes_the_model_and_its_blob(daemon: Daemon, tiny_gguf: Path) 
     blobs = sorted(p.name for p in (daemon.home / "blobs").iterdir() if p.is_file())
     digest = hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()
     assert f"sha256-{digest}" in blobs  # still used by tiny
+
+
+def test_show_puts_a_chats_system_and_options_in_the_modelfile(daemon: Daemon, tiny: str) -> None:
+    """As Ollama's /api/show: for `/show modelfile` in a chat with /set system and
+    /set parameter; `parameters` stays the model's own."""
+    shown = daemon.client.show(tiny, system="Be a pirate.", options={"top_k": 7})
+    assert shown.system == "Be a pirate."
+    assert "\nSYSTEM Be a pirate.\n" in shown.modelfile
+    assert "PARAMETER top_k 7" in shown.modelfile and "top_k" not in shown.parameters
+    plain = daemon.client.show(tiny)
+    assert "Be a pirate." not in plain.modelfile and "top_k" not in plain.modelfile
