@@ -65,7 +65,7 @@ _COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 def split(source: str) -> list[Segment]:
     """The template as text segments and actions, whitespace trimmed where asked."""
     segments: list[Segment] = []
-    pos, trim_next = 0, False
+    pos, trim_next, line = 0, False, 1
     while (start := source.find(LEFT, pos)) >= 0:
         text = source[pos:start]
         inner = start + len(LEFT)
@@ -78,8 +78,10 @@ def split(source: str) -> list[Segment]:
             text = text.lstrip(TRIM_SPACE)
         if text:
             segments.append(Text(text))
-        line = source.count("\n", 0, start) + 1
-        tokens, pos, trim_next = _action(source, inner, line)
+        line += source.count("\n", pos, start)  # counted once per character, not per action
+        tokens, end, trim_next = _action(source, inner, line)
+        line += source.count("\n", start, end)
+        pos = end
         if tokens:
             segments.append(ActionSource(tokens, line))
     text = source[pos:]
