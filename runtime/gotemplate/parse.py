@@ -93,6 +93,9 @@ Node = Text | Action | Branch | LoopControl
 KEYWORD_LITERALS = {"true": True, "false": False, "nil": None}
 BRANCHES = ("if", "range", "with")
 REFUSED = ("define", "template", "block")
+# Control structures and parentheses nest at most this deep: parsing and running recurse
+# once per level, and a request's template must not exhaust Python's stack.
+MAX_DEPTH = 64
 
 
 def parse(source: str, functions: Collection[str] = FUNCTION_NAMES) -> tuple[Node, ...]:
@@ -118,6 +121,12 @@ class _Parser:
         self.segments = segments
         self.functions = functions
         self.loops = 0  # ranges the parser is inside (break and continue need one)
+        self.depth = 0  # control structures and parentheses the parser is inside
+
+    def nest(self, line: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise GoTemplateError(f"template: line {line}: nested more than {MAX_DEPTH} deep")
 
     def list_until(self, words: tuple[str, ...]) -> tuple[tuple[Node, ...], _End | None]:
         """Nodes up to an action starting with one of `words` (None at the end of input)."""
@@ -153,6 +162,7 @@ class _Parser:
         return Action(self.pipe(tokens, line, declarations=1), line)
 
     def branch(self, kind: str, tokens: tuple[Token, ...], line: int) -> Branch:
+        self.nest(line)
         pipe = self.pipe(tokens, line, declarations=2 if kind == "range" else 1)
         self.loops += kind == "range"
         body, end = self.list_until(("end", "else"))
@@ -171,6 +181,7 @@ class _Parser:
                     raise GoTemplateError(f"template: line {end.line}: unexpected tokens after end")
         elif end.rest:
             raise GoTemplateError(f"template: line {end.line}: unexpected tokens after end")
+        self.depth -= 1
         return Branch(kind, pipe, body, otherwise, line)
 
     # ----- pipelines ---------------------------------------------------------------
@@ -231,9 +242,11 @@ class _Parser:
     ) -> Arg | tuple[Arg, tuple[Token, ...]]:
         kind, text = token.kind, token.text
         if kind == "lparen":
+            self.nest(line)
             commands, rest = self.commands(rest, line)
             if not rest:
                 raise GoTemplateError(f"template: line {line}: unclosed left paren")
+            self.depth -= 1
             return Pipe(commands), rest[1:]
         if kind == "field":
             return Field((text[1:],))

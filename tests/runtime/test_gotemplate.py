@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from corral.runtime.gotemplate import GoTemplateError, execute, parse
+from corral.runtime.gotemplate.parse import MAX_DEPTH
 from corral.runtime.gotemplate.values import go_print
 
 SKIP_USERS = (
@@ -137,3 +138,18 @@ def test_parsing_takes_time_in_proportion_to_the_template() -> None:
     assert _parse_seconds(large) < 6 * _parse_seconds(small)
     with pytest.raises(GoTemplateError, match="line 40001: unclosed action"):
         parse(large + "{{ .X ")
+
+
+def test_nesting_is_limited_before_it_exhausts_the_stack() -> None:
+    """A request's template 5000 levels deep was a RecursionError (a 500); it is refused
+    with a line, and a template as deep as allowed still runs."""
+    half = MAX_DEPTH // 2
+    deepest = "{{ if true }}" * half + "{{ and " + "(and " * half + "1" + ")" * half + " }}"
+    assert run(deepest + "{{ end }}" * half) == "1"
+    for source in (
+        "{{ if .A }}" * 5000 + "{{ end }}" * 5000,
+        "{{ " + "(" * 5000 + ".A" + ")" * 5000 + " }}",
+        "{{ if .A }}" * (half + 1) + "{{ " + "(" * half + ".A" + ")" * half + " }}",
+    ):
+        with pytest.raises(GoTemplateError, match=f"line 1: nested more than {MAX_DEPTH} deep"):
+            parse(source)
