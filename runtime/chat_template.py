@@ -117,6 +117,8 @@ class ChatTemplate:
             self._template = _environment().from_string(self.source)
         except jinja2.TemplateSyntaxError as e:
             raise TemplateError(f"chat template does not compile (line {e.lineno}): {e}") from e
+        except RecursionError:  # Jinja's parser and Python's compiler recurse per level
+            raise TemplateError("chat template does not compile: it nests too deeply") from None
 
     def render(
         self,

@@ -118,3 +118,18 @@ def test_a_template_reading_suffix_inserts() -> None:
         "{{ if .Suffix }}<PRE>{{ .Prompt }}<SUF>{{ .Suffix }}<MID>{{ end }}"
     ).uses_suffix
     assert not OllamaTemplate((DATA / "chatml.gotmpl").read_text()).uses_suffix
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 5000 + ".A" + ")" * 5000 + " }}",
+        "{{ " + "(" * 5000 + "a" + ")" * 5000 + " }}",
+        "{% if a %}" * 5000 + "{% endif %}" * 5000,
+    ],
+    ids=["go-parentheses", "jinja-parentheses", "jinja-ifs"],
+)
+def test_a_template_nested_too_deeply_is_named_in_one_line(source: str) -> None:
+    """Neither kind's parser may exhaust the stack (it was a RecursionError: a 500)."""
+    error = template_error(source)
+    assert error is not None and "nests too deeply" in error and "\n" not in error
