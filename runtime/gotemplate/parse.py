@@ -294,7 +294,15 @@ def _literal(kind: str, text: str, line: int) -> object:
             return ord(ast.literal_eval(text))
         clean = text.replace("_", "")
         if clean.lower().lstrip("+-").startswith("0x"):
-            return int(clean, 16)
-        return float(clean) if any(c in clean for c in ".eE") else int(clean)
+            return _int64(int(clean, 16))
+        return float(clean) if any(c in clean for c in ".eE") else _int64(int(clean))
     except (ValueError, SyntaxError, TypeError):
-        raise GoTemplateError(f"template: line {line}: bad {kind} constant {text}") from None
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise GoTemplateError(f"template: line {line}: bad {kind} constant {shown}") from None
+
+
+def _int64(value: int) -> int:
+    """Go's int: a larger constant overflows (and Python could not print it)."""
+    if not -(1 << 63) <= value < 1 << 63:
+        raise ValueError("overflows int")
+    return value

@@ -91,6 +91,8 @@ def test_go_prints_collections_as_fmt_does() -> None:
         ("{{ upper .X }}", 'function "upper" not defined'),
         ("{{ .A | }}", "missing value for command"),
         ("a\n{{ (.A }}", "line 2: unclosed left paren"),
+        ("{{ 0x" + "f" * 20_000 + " }}", "bad number constant 0xffff"),  # was a ValueError
+        ("{{ 9223372036854775808 }}", "bad number constant"),  # Go: overflows int
     ],
 )
 def test_parse_errors_say_where_and_what(source: str, problem: str) -> None:
