@@ -167,6 +167,7 @@ def sprintln(*values: Any) -> str:
     return " ".join(go_print(v) for v in values) + "\n"
 
 
+MAX_WIDTH = 1_000_000
 _VERB = re.compile(r"%([-+# 0]*)(\d*)(?:\.(\d+))?([vsdqtfgxX%])")
 
 
@@ -178,6 +179,11 @@ def sprintf(template: str, *values: Any) -> str:
         flags, width, precision, kind = match.groups()
         if kind == "%":
             return "%"
+        bad = ""  # Go's fmt ignores a width or precision over 10^6, and says so
+        if width and int(width) > MAX_WIDTH:
+            bad, width = "%!(BADWIDTH)", ""
+        if precision and int(precision) > MAX_WIDTH:
+            bad, precision = bad + "%!(BADPREC)", None
         if not remaining:
             return f"%!{kind}(MISSING)"
         value = remaining.pop(0)
@@ -188,7 +194,8 @@ def sprintf(template: str, *values: Any) -> str:
             text = format(value, spec)
         else:
             text = go_print(value)
-        return text.ljust(int(width)) if "-" in flags and width else text.rjust(int(width or 0))
+        padded = text.ljust(int(width)) if "-" in flags and width else text.rjust(int(width or 0))
+        return bad + padded
 
     return _VERB.sub(verb, template)
 

@@ -155,3 +155,9 @@ def test_nesting_is_limited_before_it_exhausts_the_stack() -> None:
     ):
         with pytest.raises(GoTemplateError, match=f"line 1: nested more than {MAX_DEPTH} deep"):
             parse(source)
+
+
+def test_printf_ignores_a_width_over_a_million_as_go_does() -> None:
+    """%999999999d allocated a gigabyte; Go's fmt refuses widths and precisions over 1e6."""
+    source = '{{ printf "%999999999d|%.9999999f|%5d|%-3s|" 1 1.5 2 "a" }}'
+    assert run(source) == "%!(BADWIDTH)1|%!(BADPREC)1.500000|    2|a  |"
