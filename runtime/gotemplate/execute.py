@@ -32,8 +32,9 @@ from corral.runtime.gotemplate.parse import (
 from corral.runtime.gotemplate.values import FUNCTIONS, LAZY_FUNCTIONS, go_print, truth
 
 # A template (from a Modelfile or a request) that loops on is stopped at either limit.
-MAX_OUTPUT = 16 << 20  # characters
-MAX_STEPS = 1_000_000  # nodes run
+MAX_OUTPUT = 16 << 20  # characters, of the output and of any one value
+MAX_STEPS = 1_000_000  # nodes run, plus a step per STEP_CHARACTERS a function reads or makes
+STEP_CHARACTERS = 1024
 
 
 class _Break(Exception):
@@ -64,10 +65,13 @@ class _Run:
             raise GoTemplateError(f"template output exceeds {MAX_OUTPUT} characters")
         self.out.append(text)
 
-    def walk(self, dot: Any, nodes: Sequence[Node]) -> None:
-        self.steps += len(nodes) + 1
+    def spend(self, steps: int) -> None:
+        self.steps += steps
         if self.steps > MAX_STEPS:
             raise GoTemplateError(f"template runs more than {MAX_STEPS} steps: does it loop?")
+
+    def walk(self, dot: Any, nodes: Sequence[Node]) -> None:
+        self.spend(len(nodes) + 1)
         for node in nodes:
             if isinstance(node, Text):
                 self.write(node.text)
@@ -144,12 +148,19 @@ class _Run:
             return LAZY_FUNCTIONS[name](thunks)
         values = [self.arg(dot, a) for a in args] + list(piped)
         function: Callable[..., Any] = FUNCTIONS[name]
+        self.spend(1 + _characters(values) // STEP_CHARACTERS)
         try:
-            return function(*values)
+            result = function(*values)
         except GoTemplateError:
             raise
         except (TypeError, ValueError, IndexError, KeyError) as e:
             raise GoTemplateError(f"error calling {name}: {e}") from None
+        if (made := _characters((result,))) > MAX_OUTPUT:
+            raise GoTemplateError(
+                f"error calling {name}: its result exceeds {MAX_OUTPUT} characters"
+            )
+        self.spend(made // STEP_CHARACTERS)
+        return result
 
     def arg(self, dot: Any, arg: Arg) -> Any:
         if isinstance(arg, Dot):
@@ -178,6 +189,11 @@ class _Run:
                 self.vars[i] = (name, value)
                 return
         raise GoTemplateError(f"undefined variable: {name}")
+
+
+def _characters(values: Iterable[Any]) -> int:
+    """The length of the strings among `values`: what a function reads or makes."""
+    return sum(len(v) for v in values if isinstance(v, str))
 
 
 def _fields(value: Any, names: Sequence[str]) -> Any:

@@ -157,6 +157,28 @@ def test_nesting_is_limited_before_it_exhausts_the_stack() -> None:
             parse(source)
 
 
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ('{{ $x := "ab" }}{{ range 60 }}{{ $x = print $x $x }}{{ end }}', "exceeds"),
+        ('{{ $x := "<>" }}{{ range 40 }}{{ $x = json $x }}{{ end }}', "exceeds"),
+        (
+            '{{ $x := "ab" }}{{ range 23 }}{{ $x = print $x $x }}{{ end }}'
+            "{{ range 1000000 }}{{ $n := len $x }}{{ end }}",
+            "more than 1000000 steps",
+        ),
+    ],
+    ids=["doubling", "json-escaping", "big-string-in-a-loop"],
+)
+def test_a_template_building_huge_values_is_stopped(source: str, problem: str) -> None:
+    """A value doubled in a loop took all memory (the output limit did not see variables);
+    a big value read in a loop ran for an hour in a step budget that counted it as one."""
+    start = time.perf_counter()
+    with pytest.raises(GoTemplateError, match=problem):
+        run(source)
+    assert time.perf_counter() - start < 20
+
+
 def test_printf_ignores_a_width_over_a_million_as_go_does() -> None:
     """%999999999d allocated a gigabyte; Go's fmt refuses widths and precisions over 1e6."""
     source = '{{ printf "%999999999d|%.9999999f|%5d|%-3s|" 1 1.5 2 "a" }}'
