@@ -41,6 +41,9 @@ MESSAGE_FIELDS = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolNam
 GO_LOOKING = re.compile(
     r"\{\{-?\s*(?:[A-Za-z_]\w*\s+)*[.$][A-Za-z_]|\{\{-?\s*(?:end|else)\s*-?\}\}"
 )
+# Chat templates are a few kilobytes (the longest GGUF ones tens); a request's is checked
+# in the event loop, where parsing megabytes would hold up every other request.
+MAX_TEMPLATE = 256 << 10  # characters
 # What a template sees of the request besides the conversation (no thinking, no tools).
 REQUEST_VALUES: dict[str, Any] = {"Think": False, "ThinkLevel": "", "IsThinkSet": False}
 
@@ -58,6 +61,8 @@ def is_go_template(source: str) -> bool:
 def template_error(source: str) -> str | None:
     """None if `source` is a chat template corral renders (Jinja, or Go as in Ollama's
     Modelfiles), else why it is neither, in one line."""
+    if len(source) > MAX_TEMPLATE:
+        return f"the template is {len(source)} characters, more than the {MAX_TEMPLATE} allowed"
     try:
         go_problem = None if identifiers(parse(source)) else "it reads no .Fields or $variables"
     except GoTemplateError as e:
