@@ -35,7 +35,17 @@ from corral.runtime.gotemplate.parse import (
 )
 
 RESPONSE = Action(Pipe((Command((Field(("Response",)),)),)), line=0)
-MESSAGE_FIELDS = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolName", "ToolCallID")
+# A message's fields as a template sees them (Ollama's templateMessage) with their Go zero
+# values: empty strings, and nil slices, which print as [] and have length 0.
+MESSAGE_FIELDS: dict[str, Any] = {
+    "Role": "",
+    "Content": "",
+    "Thinking": "",
+    "Images": (),
+    "ToolCalls": (),
+    "ToolName": "",
+    "ToolCallID": "",
+}
 # `{{ .X`, `{{- $x`, `{{ if .X`, `{{ json .X`, `{{ end }}`, `{{- else -}}`: Go, never Jinja
 # (whose `{{ if .X }}` would parse as the attribute if.X).
 GO_LOOKING = re.compile(
@@ -160,8 +170,7 @@ def collate(messages: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, 
         if collated and collated[-1]["Role"] == role and role != "tool":
             collated[-1]["Content"] += "\n\n" + content
         else:
-            fields = dict.fromkeys(MESSAGE_FIELDS)
-            collated.append({**fields, "Role": role, "Content": content})
+            collated.append({**MESSAGE_FIELDS, "Role": role, "Content": content})
     return "\n\n".join(system), collated
 
 

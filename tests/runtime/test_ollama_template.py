@@ -84,7 +84,21 @@ def test_collate_merges_consecutive_roles_and_joins_system_messages() -> None:
         ("system", "s1\n\ns2"),
         ("user", "a\n\nb"),
     ]
-    assert collated[0]["ToolCalls"] is None  # every field a template may read is there
+    assert collated[0]["ToolCalls"] == ()  # every field a template may read is there
+
+
+def test_a_messages_unset_fields_are_gos_zero_values() -> None:
+    """Ollama's messages are structs: an unset ToolName is "" (corral printed <no value>),
+    unset ToolCalls and Images are nil slices (printed [], of length 0)."""
+    tool_result = (  # Ollama's TestParse ToolResultConditional
+        '{{ range .Messages }}{{ if eq .Role "tool" }}Tool Result: {{ .ToolName }} '
+        "{{ .Content }}{{ end }}{{ end }}"
+    )
+    chat = messages([("user", "a"), ("tool", "42")])
+    assert OllamaTemplate(tool_result).render(chat) == "Tool Result:  42"
+    fields = "{{ range .Messages }}[{{ .Thinking }}|{{ .ToolCallID }}|{{ .Images }}|"
+    fields += "{{ len .ToolCalls }}|{{ eq .Thinking `` }}]{{ end }}"
+    assert OllamaTemplate(fields).render(chat[:1]) == "[||[]|0|true]"
 
 
 def test_go_and_jinja_templates_are_told_apart() -> None:
