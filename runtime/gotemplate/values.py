@@ -69,9 +69,16 @@ def _kind(value: Any) -> str:
     return "nil" if value is None else type(value).__name__
 
 
+BASIC_KINDS = ("bool", "number", "string", "nil")
+
+
 def _comparable(a: Any, b: Any) -> None:
-    if _kind(a) != _kind(b) and None not in (a, b):
+    if None in (a, b):  # nil equals only nil, and compares with anything
+        return
+    if _kind(a) != _kind(b):
         raise GoTemplateError(f"incompatible types for comparison: {_kind(a)} and {_kind(b)}")
+    if _kind(a) not in BASIC_KINDS:  # Go's slices and maps are not comparable
+        raise GoTemplateError(f"non-comparable type: {_kind(a)}")
 
 
 def eq(first: Any, *others: Any) -> bool:

@@ -105,6 +105,8 @@ def test_parse_errors_say_where_and_what(source: str, problem: str) -> None:
     ("source", "problem"),
     [
         ('{{ eq 1 "a" }}', "incompatible types for comparison"),
+        ("{{ eq .Messages .Messages }}", "non-comparable type: list"),  # as Go's slices
+        ("{{ ne (index .Messages 0) (index .Messages 1) }}", "non-comparable type: dict"),
         ("{{ $nope }}", "undefined variable: $nope"),
         ("{{ .Messages 1 }}", "can't give argument to non-function .Messages"),
         ("{{ index .Messages 5 }}", "index out of range"),
