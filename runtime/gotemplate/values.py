@@ -62,14 +62,16 @@ def _go_float(value: float) -> str:
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):  # Go compares no int with a float: 1 and 1.0 are an error
+        return "float"
     if isinstance(value, str):
         return "string"
     return "nil" if value is None else type(value).__name__
 
 
-BASIC_KINDS = ("bool", "number", "string", "nil")
+BASIC_KINDS = ("bool", "int", "float", "string", "nil")
 
 
 def _comparable(a: Any, b: Any) -> None:
@@ -94,7 +96,7 @@ def eq(first: Any, *others: Any) -> bool:
 def _ordered(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def compare(a: Any, b: Any) -> bool:
         _comparable(a, b)
-        if _kind(a) not in ("number", "string"):
+        if _kind(a) not in ("int", "float", "string"):
             raise GoTemplateError(f"invalid type for comparison: {_kind(a)}")
         return test(a, b)
 

@@ -62,7 +62,8 @@ def test_control_structures_and_variables(source: str, expected: str) -> None:
     [
         ('{{ and 1 "" 2 }}|{{ or 0 "" "x" }}|{{ and 1 2 }}', "|x|2"),
         ("{{ or .Missing.Deep 5 }}", "5"),
-        ('{{ eq "b" "a" "b" }}{{ ne 1 2 }}{{ not "" }}{{ lt 1 2.5 }}', "truetruetruetrue"),
+        ('{{ eq "b" "a" "b" }}{{ ne 1 2 }}{{ not "" }}{{ lt 1 2 }}', "truetruetruetrue"),
+        ("{{ lt 1.5 2.5 }}{{ eq 1.0 1.0 }}{{ eq .Missing nil }}", "truetruetrue"),
         ('{{ len "é" }}', "2"),  # bytes, as Go counts
         ('{{ print "a" 1 2 "b" }}|{{ println 1 "x" }}', "a1 2b|1 x\n"),
         ('{{ printf "%s=%d %q %v%%" "n" 3 "q" true }}', 'n=3 "q" true%'),
@@ -105,6 +106,8 @@ def test_parse_errors_say_where_and_what(source: str, problem: str) -> None:
     ("source", "problem"),
     [
         ('{{ eq 1 "a" }}', "incompatible types for comparison"),
+        ("{{ lt 1 2.5 }}", "incompatible types for comparison: int and float"),  # as in Go
+        ("{{ eq 1 1.0 }}", "incompatible types for comparison: int and float"),
         ("{{ eq .Messages .Messages }}", "non-comparable type: list"),  # as Go's slices
         ("{{ ne (index .Messages 0) (index .Messages 1) }}", "non-comparable type: dict"),
         ("{{ $nope }}", "undefined variable: $nope"),
