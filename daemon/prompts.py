@@ -87,8 +87,12 @@ def _check_infill(request: GenerateRequest) -> None:
 
 
 def generate_conversation(request: GenerateRequest, manifest: Manifest) -> Conversation:
+    """The system prompt, the model's example messages (a Modelfile's MESSAGE turns,
+    unless the request continues a `context`), then the prompt, as Ollama builds it."""
     system = request.system if request.system is not None else manifest.system
     turns = [{"role": "system", "content": system}] if system else []
+    if not request.context:
+        turns += [dict(m) for m in manifest.messages]
     return [*turns, {"role": "user", "content": request.prompt}]
 
 

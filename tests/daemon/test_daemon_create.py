@@ -51,6 +51,25 @@ def test_create_streams_its_steps_and_sets_every_field(daemon: Daemon, tiny: str
     assert answer.done and answer.eval_count
 
 
+def test_generate_prompts_with_the_models_example_messages(daemon: Daemon, tiny: str) -> None:
+    """As Ollama's /api/generate: system, the Modelfile's MESSAGE turns, then the prompt
+    (a `context` continues without them)."""
+    body = {
+        "model": "fewshot",
+        "from": tiny,
+        "system": "Be terse.",
+        "template": TEMPLATE,
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
+    }
+    assert daemon.post_json("/api/create", body)[0] == 200
+    templated = daemon.client.generate("fewshot", "Hello", stream=False, options=GREEDY)
+    text = "[system] Be terse.\n[user] Hi\n[assistant] Yo\n[user] Hello\n"
+    raw = daemon.client.generate(tiny, text, raw=True, stream=False, options=GREEDY)
+    # the second prompt ran only its last token: the cache held the first, token for token
+    assert templated.prompt_eval_count > 10 and raw.prompt_eval_count == 1
+    assert raw.response == templated.response
+
+
 def test_create_quantizes_and_the_result_runs(daemon: Daemon, tiny: str) -> None:
     status, lines = daemon.post_json(
         "/api/create", {"model": "tiny-q4", "from": tiny, "quantize": "q4_k_m"}

