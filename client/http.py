@@ -243,7 +243,11 @@ class Client:
         keep_alive: str | float | None = None,
         suffix: str | None = None,
         template: str | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
     ) -> Any:
+        """`logprobs`: each token's log probability, with `top_logprobs` (0-20) of the
+        most likely ones."""
         request = GenerateRequest(
             model=model,
             prompt=prompt,
@@ -253,6 +257,8 @@ class Client:
             raw=raw,
             context=None if context is None else tuple(context),
             stream=stream,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
             options=_options(options),
             keep_alive=keep_alive,
         )
@@ -284,13 +290,21 @@ class Client:
         stream: bool = True,
         options: Options | Mapping[str, Any] | None = None,
         keep_alive: str | float | None = None,
+        logprobs: bool | None = None,
+        top_logprobs: int | None = None,
+        truncate: bool | None = None,
     ) -> Any:
+        """`truncate=False`: a chat longer than the context window is refused (400)
+        rather than losing its oldest messages; `logprobs` as in generate."""
         request = ChatRequest(
             model=model,
             messages=_messages(messages),
             stream=stream,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
             options=_options(options),
             keep_alive=keep_alive,
+            truncate=truncate,
         )
         return self._maybe_stream("/api/chat", request, ChatResponse)
 
