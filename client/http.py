@@ -6,7 +6,8 @@
         print(part.response, end="", flush=True)
 
 Streaming methods return an iterator of wire responses; closing it (or
-stopping early) closes the connection, which stops the daemon's work.
+stopping early) closes the connection, which stops the daemon's work;
+`client.close()`, or leaving `with Client() as client:`, closes those still open.
 With `stream=False` they return the one aggregated response. HTTP errors
 raise `ResponseError` (an error mid-stream with the status the daemon gives it);
 a stream cut before its end `StreamCut`; nothing listening raises
@@ -19,9 +20,10 @@ import hashlib
 import http.client
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar, overload
+from typing import Any, BinaryIO, Literal, Self, TypeVar, overload
 
 from corral.client.api import (
     ENV_API_TOKEN,
@@ -56,6 +58,7 @@ from corral.client.errors import StreamCut as StreamCut
 W = TypeVar("W", bound=Wire)
 PING_TIMEOUT = 2.0
 HASH_CHUNK = 1 << 20
+_Open = tuple[http.client.HTTPConnection, http.client.HTTPResponse]
 STREAM_ERROR_STATUS = 500  # an {"error"} line after a 200 that names no status (Ollama's)
 
 
@@ -67,6 +70,25 @@ class Client:
         self.endpoint = Endpoint.resolve(host)
         self.timeout = timeout
         self.token = token if token is not None else os.environ.get(ENV_API_TOKEN, "")
+        # the streams not yet ended, with their connections (each call opens its own)
+        self._streams: weakref.WeakKeyDictionary[Generator[Any, None, None], _Open] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def close(self) -> None:
+        """Close the streams still open, which stops the daemon's work on them; the client
+        itself stays usable (every call opens its own connection)."""
+        for stream, (conn, response) in list(self._streams.items()):
+            stream.close()
+            response.close()
+            conn.close()
+        self._streams.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ----- simple calls ---------------------------------------------------------
 
@@ -313,7 +335,9 @@ class Client:
     def _maybe_stream(self, path: str, request: Any, cls: type[W]) -> Iterator[W] | W:
         if request.stream:
             conn, response = self._send("POST", path, request)
-            return _lines(conn, response, cls)
+            stream = _lines(conn, response, cls)
+            self._streams[stream] = (conn, response)
+            return stream
         return self._call("POST", path, request, cls)
 
     def _call(self, method: str, path: str, body: Wire | None, cls: type[W]) -> W:
@@ -392,7 +416,7 @@ def _error_message(body: bytes, reason: str) -> str:
 
 def _lines(
     conn: http.client.HTTPConnection, response: http.client.HTTPResponse, cls: type[W]
-) -> Iterator[W]:
+) -> Generator[W, None, None]:
     """Decode NDJSON lines as they arrive; an {"error"} line raises ResponseError, and a
     stream that ends before its last message (`done`, or status "success") StreamCut."""
     try:

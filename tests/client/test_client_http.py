@@ -49,3 +49,13 @@ def test_chat_with_truncate_false_is_refused_when_too_long(daemon: Daemon, talke
     with pytest.raises(ResponseError) as refused:
         daemon.client.chat(talker, history, options=GREEDY, truncate=False, stream=False)
     assert refused.value.status == 400 and "truncate" in refused.value.message
+
+
+def test_closing_the_client_ends_its_open_streams(daemon: Daemon, talker: str) -> None:
+    with daemon.client as client:
+        started = client.generate(talker, "Hi", options=GREEDY)
+        assert next(started).response is not None
+        unstarted = client.chat(talker, [{"role": "user", "content": "Hi"}], options=GREEDY)
+    assert list(started) == [] and list(unstarted) == []  # not the rest of the answer
+    assert client.generate(talker, "Hi", options=GREEDY, stream=False).done  # still usable
+    client.close()  # again, with nothing open
