@@ -205,10 +205,65 @@ class Client:
     def pull(self, model: str, *, stream: Literal[True] = ...) -> Iterator[ProgressResponse]: ...
     @overload
     def pull(self, model: str, *, stream: Literal[False]) -> ProgressResponse: ...
+    @overload
+    def pull(
+        self, model: str, *, stream: bool = ...
+    ) -> Iterator[ProgressResponse] | ProgressResponse: ...
     def pull(self, model: str, *, stream: bool = True) -> Any:
         request = PullRequest(model=model, stream=stream)
         return self._maybe_stream("/api/pull", request, ProgressResponse)
 
+    @overload
+    def create(
+        self,
+        model: str,
+        *,
+        from_: str | None = ...,
+        files: Mapping[str, str] | None = ...,
+        quantize: str | None = ...,
+        template: str | None = ...,
+        system: str | None = ...,
+        parameters: Mapping[str, Any] | None = ...,
+        messages: Sequence[Message | Mapping[str, Any]] | None = ...,
+        license: str | Sequence[str] | None = ...,
+        modelfile: str | None = ...,
+        path: str | None = ...,
+        stream: Literal[True] = ...,
+    ) -> Iterator[ProgressResponse]: ...
+    @overload
+    def create(
+        self,
+        model: str,
+        *,
+        from_: str | None = ...,
+        files: Mapping[str, str] | None = ...,
+        quantize: str | None = ...,
+        template: str | None = ...,
+        system: str | None = ...,
+        parameters: Mapping[str, Any] | None = ...,
+        messages: Sequence[Message | Mapping[str, Any]] | None = ...,
+        license: str | Sequence[str] | None = ...,
+        modelfile: str | None = ...,
+        path: str | None = ...,
+        stream: Literal[False],
+    ) -> ProgressResponse: ...
+    @overload
+    def create(
+        self,
+        model: str,
+        *,
+        from_: str | None = ...,
+        files: Mapping[str, str] | None = ...,
+        quantize: str | None = ...,
+        template: str | None = ...,
+        system: str | None = ...,
+        parameters: Mapping[str, Any] | None = ...,
+        messages: Sequence[Message | Mapping[str, Any]] | None = ...,
+        license: str | Sequence[str] | None = ...,
+        modelfile: str | None = ...,
+        path: str | None = ...,
+        stream: bool = ...,
+    ) -> Iterator[ProgressResponse] | ProgressResponse: ...
     def create(
         self,
         model: str,
@@ -246,12 +301,55 @@ class Client:
 
     @overload
     def generate(
-        self, model: str, prompt: str = ..., *, stream: Literal[True] = ..., **kw: Any
+        self,
+        model: str,
+        prompt: str = ...,
+        *,
+        stream: Literal[True] = ...,
+        system: str | None = ...,
+        raw: bool = ...,
+        context: Sequence[int] | None = ...,
+        options: Options | Mapping[str, Any] | None = ...,
+        keep_alive: str | float | None = ...,
+        suffix: str | None = ...,
+        template: str | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
     ) -> Iterator[GenerateResponse]: ...
     @overload
     def generate(
-        self, model: str, prompt: str = ..., *, stream: Literal[False], **kw: Any
+        self,
+        model: str,
+        prompt: str = ...,
+        *,
+        stream: Literal[False],
+        system: str | None = ...,
+        raw: bool = ...,
+        context: Sequence[int] | None = ...,
+        options: Options | Mapping[str, Any] | None = ...,
+        keep_alive: str | float | None = ...,
+        suffix: str | None = ...,
+        template: str | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
     ) -> GenerateResponse: ...
+    @overload
+    def generate(
+        self,
+        model: str,
+        prompt: str = ...,
+        *,
+        stream: bool = ...,
+        system: str | None = ...,
+        raw: bool = ...,
+        context: Sequence[int] | None = ...,
+        options: Options | Mapping[str, Any] | None = ...,
+        keep_alive: str | float | None = ...,
+        suffix: str | None = ...,
+        template: str | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+    ) -> Iterator[GenerateResponse] | GenerateResponse: ...
     def generate(
         self,
         model: str,
@@ -293,7 +391,11 @@ class Client:
         messages: Sequence[Message | Mapping[str, Any]] = ...,
         *,
         stream: Literal[True] = ...,
-        **kw: Any,
+        options: Options | Mapping[str, Any] | None = ...,
+        keep_alive: str | float | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        truncate: bool | None = ...,
     ) -> Iterator[ChatResponse]: ...
     @overload
     def chat(
@@ -302,8 +404,25 @@ class Client:
         messages: Sequence[Message | Mapping[str, Any]] = ...,
         *,
         stream: Literal[False],
-        **kw: Any,
+        options: Options | Mapping[str, Any] | None = ...,
+        keep_alive: str | float | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        truncate: bool | None = ...,
     ) -> ChatResponse: ...
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[Message | Mapping[str, Any]] = ...,
+        *,
+        stream: bool = ...,
+        options: Options | Mapping[str, Any] | None = ...,
+        keep_alive: str | float | None = ...,
+        logprobs: bool | None = ...,
+        top_logprobs: int | None = ...,
+        truncate: bool | None = ...,
+    ) -> Iterator[ChatResponse] | ChatResponse: ...
     def chat(
         self,
         model: str,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
-from corral.client.http import ResponseError
+from corral.client.http import Client, ResponseError
 from serving import Daemon
 from tiny import write_tiny_llama
 
@@ -59,3 +64,14 @@ def test_closing_the_client_ends_its_open_streams(daemon: Daemon, talker: str) -
     assert list(started) == [] and list(unstarted) == []  # not the rest of the answer
     assert client.generate(talker, "Hi", options=GREEDY, stream=False).done  # still usable
     client.close()  # again, with nothing open
+
+
+@pytest.mark.parametrize("method", [Client.generate, Client.chat, Client.create, Client.pull])
+def test_every_typed_signature_names_every_argument(method: Callable[..., Any]) -> None:
+    """An editor completes (and a type checker checks) the arguments of the overloads,
+    which say what `stream` returns: each has all of the method's own."""
+    expected = list(inspect.signature(method).parameters)
+    overloads = typing.get_overloads(method)
+    assert len(overloads) == 3  # stream=True, stream=False, and a bool not known in advance
+    for overload in overloads:
+        assert list(inspect.signature(overload).parameters) == expected
