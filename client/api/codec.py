@@ -14,8 +14,8 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self, TypeVar, dataclass_transform
 
 
 class WireError(ValueError):
@@ -183,8 +183,14 @@ class Wire:
         return cls(**kwargs)
 
 
-wire = dataclass(frozen=True, kw_only=True)
-"""The decorator of every wire type: frozen, keyword-only fields."""
+T = TypeVar("T")
+
+
+@dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(field,))
+def wire(cls: type[T]) -> type[T]:
+    """The decorator of every wire type: frozen, keyword-only fields. Declared a dataclass
+    transform so that editors and type checkers know the constructors' arguments."""
+    return dataclass(frozen=True, kw_only=True)(cls)
 
 
 def nullable() -> Any:

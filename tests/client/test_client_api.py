@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from corral.client.api import (
     parse_duration,
     parse_host,
     parse_time,
+    wire,
 )
 
 
@@ -163,3 +165,13 @@ def test_hosts_and_the_default_socket() -> None:
     assert (
         default_socket_path({"CORRAL_HOME": "/srv/a", "CORRAL_SOCKET": "/x.sock"}).name == "x.sock"
     )
+
+
+def test_type_checkers_see_the_wire_types_as_dataclasses() -> None:
+    """`wire` is declared a dataclass transform, so an editor completes `Options(...)`'s
+    arguments and a type checker knows them (the fields are keyword-only and frozen)."""
+    transform = getattr(wire, "__dataclass_transform__", None)
+    assert transform is not None
+    assert transform["kw_only_default"]  # frozen_default: Python 3.11 keeps it in "kwargs"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Options(temperature=0.5).temperature = 1.0  # type: ignore[misc]
