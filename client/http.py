@@ -129,7 +129,7 @@ class Client:
             model=model,
             verbose=verbose,
             system=system,
-            options=_options(options),
+            options=options_of(options),
             modelfile_format=modelfile_format,
         )
         return self._call("POST", "/api/show", request, ShowResponse)
@@ -161,7 +161,7 @@ class Client:
             input=input if isinstance(input, str) else tuple(input),
             truncate=truncate,
             dimensions=dimensions,
-            options=_options(options),
+            options=options_of(options),
             keep_alive=keep_alive,
         )
         return self._call("POST", "/api/embed", request, EmbedResponse)
@@ -176,7 +176,7 @@ class Client:
     ) -> EmbeddingsResponse:
         """One embedding, not normalised (the older endpoint)."""
         request = EmbeddingsRequest(
-            model=model, prompt=prompt, options=_options(options), keep_alive=keep_alive
+            model=model, prompt=prompt, options=options_of(options), keep_alive=keep_alive
         )
         return self._call("POST", "/api/embeddings", request, EmbeddingsResponse)
 
@@ -191,7 +191,7 @@ class Client:
 
     def push_blob(self, path: str | Path) -> str:
         """Upload a file as a blob unless the daemon has it; returns its digest."""
-        digest = _file_digest(Path(path))
+        digest = file_digest(Path(path))
         if not self.blob_exists(digest):
             with open(path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -291,7 +291,7 @@ class Client:
             template=template,
             system=system,
             parameters=dict(parameters) if parameters is not None else None,
-            messages=None if messages is None else _messages(messages),
+            messages=None if messages is None else messages_of(messages),
             license=license if license is None or isinstance(license, str) else tuple(license),
             modelfile=modelfile,
             path=path,
@@ -379,7 +379,7 @@ class Client:
             stream=stream,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
-            options=_options(options),
+            options=options_of(options),
             keep_alive=keep_alive,
         )
         return self._maybe_stream("/api/generate", request, GenerateResponse)
@@ -439,11 +439,11 @@ class Client:
         rather than losing its oldest messages; `logprobs` as in generate."""
         request = ChatRequest(
             model=model,
-            messages=_messages(messages),
+            messages=messages_of(messages),
             stream=stream,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
-            options=_options(options),
+            options=options_of(options),
             keep_alive=keep_alive,
             truncate=truncate,
         )
@@ -498,7 +498,7 @@ class Client:
         if response.status >= 400:
             text = response.read()
             conn.close()
-            raise ResponseError(response.status, _error_message(text, response.reason))
+            raise ResponseError(response.status, error_message(text, response.reason))
         return conn, response
 
     @staticmethod
@@ -507,17 +507,17 @@ class Client:
         conn.close()
 
 
-def _options(options: Options | Mapping[str, Any] | None) -> Options | None:
+def options_of(options: Options | Mapping[str, Any] | None) -> Options | None:
     if options is None or isinstance(options, Options):
         return options
     return Options.from_dict(dict(options))
 
 
-def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
+def messages_of(messages: Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
     return tuple(m if isinstance(m, Message) else Message.from_dict(m) for m in messages)
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(HASH_CHUNK):
@@ -525,7 +525,7 @@ def _file_digest(path: Path) -> str:
     return f"sha256:{h.hexdigest()}"
 
 
-def _error_message(body: bytes, reason: str) -> str:
+def error_message(body: bytes, reason: str) -> str:
     try:
         message = json.loads(body).get("error")
     except (ValueError, AttributeError):
@@ -542,15 +542,25 @@ def _lines(
         while line := response.readline():
             if not line.strip():
                 continue
-            data = json.loads(line)
-            if isinstance(data, dict) and "error" in data:
-                status = data.get("status")
-                status = status if isinstance(status, int) else STREAM_ERROR_STATUS
-                raise ResponseError(status, str(data["error"]))
-            item = cls.from_dict(data)
+            item = stream_item(line, cls)
             yield item
-            if getattr(item, "done", False) is True or getattr(item, "status", "") == "success":
+            if is_last(item):
                 return
         raise StreamCut()
     finally:
         conn.close()
+
+
+def stream_item(line: bytes, cls: type[W]) -> W:
+    """One NDJSON line of a stream; an {"error"} line raises ResponseError."""
+    data = json.loads(line)
+    if isinstance(data, dict) and "error" in data:
+        status = data.get("status")
+        status = status if isinstance(status, int) else STREAM_ERROR_STATUS
+        raise ResponseError(status, str(data["error"]))
+    return cls.from_dict(data)
+
+
+def is_last(item: Wire) -> bool:
+    """Whether a stream ends with this message (`done`, or status "success")."""
+    return getattr(item, "done", False) is True or getattr(item, "status", "") == "success"
