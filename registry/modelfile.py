@@ -133,7 +133,8 @@ def check_template(value: Any) -> str:
 
 # Parameters Ollama's Modelfiles may set that corral's runtime has no use for (GPU and
 # thread placement, memory mapping) or does not implement (mirostat, tail-free and
-# typical sampling, presence and frequency penalties): skipped with a warning, as the
+# typical sampling, presence and frequency penalties, speculative decoding's
+# draft_num_predict): skipped with a warning, as the
 # API skips such options, so an Ollama Modelfile still creates.
 IGNORED_PARAMETERS = frozenset(
     {
@@ -141,6 +142,7 @@ IGNORED_PARAMETERS = frozenset(
         "presence_penalty", "frequency_penalty", "penalize_newline", "num_keep",
         "num_gpu", "main_gpu", "low_vram", "num_thread", "num_batch", "numa",
         "use_mmap", "use_mlock", "vocab_only", "f16_kv", "logits_all", "num_gqa",
+        "draft_num_predict",
     }
 )  # fmt: skip
 

@@ -162,8 +162,10 @@ def test_a_modelfile_without_from_says_so(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "FROM x\nPARAMETER mirostat 1\nPARAMETER num_gpu 99\nPARAMETER temperature 0.5\n",
-        "from: x\nparameters:\n  mirostat: 1\n  num_gpu: 99\n  temperature: 0.5\n",
+        "FROM x\nPARAMETER mirostat 1\nPARAMETER num_gpu 99\nPARAMETER temperature 0.5\n"
+        "PARAMETER draft_num_predict 4\n",  # every parameter Ollama's modelfile.md documents
+        "from: x\nparameters:\n  mirostat: 1\n  num_gpu: 99\n  temperature: 0.5\n"
+        "  draft_num_predict: 4\n",
     ],
 )
 def test_ollama_parameters_corral_does_not_use_are_skipped_with_a_warning(
