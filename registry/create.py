@@ -23,6 +23,7 @@ pull statuses of a base being fetched, "quantizing F32 model to Q4_K_M",
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ from corral.runtime.quantize import QuantizeProgress, quantize_gguf
 
 __all__ = ["create"]
 
+log = logging.getLogger(__name__)
+
 SUCCESS = "success"
 
 
@@ -77,6 +80,9 @@ def create(
     """Build and install the model `name` from `modelfile`. Blocking."""
     cancel = cancel or threading.Event()
     target = ModelName.parse(name)
+    for warning in modelfile.warnings:
+        log.warning("creating %s: %s", name, warning)
+        progress(PullProgress(f"warning: {warning}"))
     base = _resolve(store, modelfile, progress, cancel)
     pinned = [base.digest]
     try:

@@ -19,7 +19,6 @@ was expected, with the file and line where the parsers know them.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,8 +32,6 @@ from corral.registry.sources.hf import is_hf_name
 from corral.registry.sources.local import looks_like_path
 from corral.registry.sources.ms import is_ms_name
 from corral.runtime.ollama_template import template_error
-
-log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 LICENSE_SEPARATOR = "\n\n"
@@ -64,8 +61,13 @@ class ModelfileError(CorralError):
 
     def at(self, origin: str, line: int | None) -> ModelfileError:
         """This error, prefixed with the file and line it comes from."""
-        place = f"{origin} line {line}" if line else origin
-        return ModelfileError(f"{place}: {self}", self.where)
+        return ModelfileError(placed(str(self), origin, line), self.where)
+
+
+def placed(message: str, origin: str, line: int | None) -> str:
+    """`message` prefixed with the file and line it is about."""
+    place = f"{origin} line {line}" if line else origin
+    return f"{place}: {message}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class Modelfile:
     system: str | None = None
     messages: tuple[dict[str, str], ...] | None = None  # None keeps the base's
     license: str | None = None
+    warnings: tuple[str, ...] = ()  # what was skipped, one line each, told to the user
 
     def overridden(self, fields: Mapping[str, Any], base_dir: Path | None = None) -> Modelfile:
         """This Modelfile with `fields` (raw values by YAML key, e.g. from a request) checked
@@ -89,7 +92,9 @@ class Modelfile:
         if "from_" in checked:
             checked["from_"] = resolve_from(checked["from_"], base_dir)
         parameters = {**self.parameters, **checked.pop("parameters", {})}
-        return replace(self, **checked, parameters=parameters)
+        skipped = parameter_warnings(fields.get("parameters")).values()
+        warnings = (*self.warnings, *skipped)
+        return replace(self, **checked, parameters=parameters, warnings=warnings)
 
 
 # ----- checks of single fields (raise ModelfileError with `where`) -----------------------
@@ -147,12 +152,18 @@ IGNORED_PARAMETERS = frozenset(
 )  # fmt: skip
 
 
-def is_ignored_parameter(name: str) -> bool:
-    """True (and a warning logged) for an Ollama parameter corral skips."""
+def ignored_parameter(name: str) -> str | None:
+    """The warning for an Ollama parameter corral skips; None for the others."""
     if name not in IGNORED_PARAMETERS:
-        return False
-    log.warning("ignoring Modelfile parameter '%s': corral does not use it", name)
-    return True
+        return None
+    return f"ignoring parameter '{name}': corral does not use it"
+
+
+def parameter_warnings(value: Any) -> dict[str, str]:
+    """Parameter name -> warning, for the parameters of a mapping that corral skips."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): w for k in value if (w := ignored_parameter(str(k))) is not None}
 
 
 def coerce_parameter(name: str, value: Any) -> Any:
@@ -186,7 +197,7 @@ def check_parameters(value: Any) -> dict[str, Any]:
     return {
         str(k): coerce_parameter(str(k), v)
         for k, v in value.items()
-        if not is_ignored_parameter(str(k))
+        if ignored_parameter(str(k)) is None
     }
 
 

@@ -34,7 +34,8 @@ from corral.registry.modelfile import (
     check_message,
     check_template,
     coerce_parameter,
-    is_ignored_parameter,
+    ignored_parameter,
+    placed,
     resolve_from,
 )
 
@@ -50,13 +51,19 @@ class _Draft:
     """What the instructions read so far say."""
 
     base_dir: Path | None
+    origin: str
+    line: int = 0  # of the instruction being read
     values: dict[str, Any] = field(default_factory=dict)
     parameters: dict[str, Any] = field(default_factory=dict)
     messages: list[dict[str, str]] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(placed(message, self.origin, self.line))
 
     def modelfile(self) -> Modelfile:
-        values = dict(self.values)
+        values: dict[str, Any] = {**self.values, "warnings": tuple(self.warnings)}
         if self.messages:
             values["messages"] = tuple(self.messages)
         if self.licenses:
@@ -67,8 +74,9 @@ class _Draft:
 def parse_classic(
     text: str, *, base_dir: Path | None = None, origin: str = "Modelfile"
 ) -> Modelfile:
-    draft = _Draft(base_dir)
+    draft = _Draft(base_dir, origin)
     for number, word, value in _instructions(text, origin):
+        draft.line = number
         handler = HANDLERS.get(word.lower())
         try:
             if word.lower() in REFUSED:
@@ -150,7 +158,8 @@ def _from(draft: _Draft, value: str) -> None:
 
 def _parameter(draft: _Draft, value: str) -> None:
     name, _, text = value.partition(" ")
-    if is_ignored_parameter(name):
+    if (warning := ignored_parameter(name)) is not None:
+        draft.warn(warning)
         return
     coerced = coerce_parameter(name, text)
     if name == "stop":

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from corral.registry.modelfile import Modelfile, ModelfileError, check_fields, resolve_from
+from corral.registry.modelfile import (
+    Modelfile,
+    ModelfileError,
+    check_fields,
+    parameter_warnings,
+    placed,
+    resolve_from,
+)
 from corral.registry.modelfile_classic import parse_classic
 
 _YAML_HEAD = re.compile(r"(---|-(\s|$)|\{|[A-Za-z_][\w-]*\s*:(\s|$))")
@@ -54,7 +61,9 @@ def parse_yaml(text: str, *, base_dir: Path | None = None, origin: str = "Modelf
     except ModelfileError as e:
         line = next((lines[e.where[:n]] for n in (2, 1) if e.where[:n] in lines), None)
         raise e.at(origin, line) from None
-    return Modelfile(**checked)
+    skipped = parameter_warnings(data.get("parameters")).items()
+    warnings = tuple(placed(w, origin, lines.get(("parameters", k))) for k, w in skipped)
+    return Modelfile(**checked, warnings=warnings)
 
 
 def _load(text: str, origin: str) -> tuple[yaml.Node | None, object]:

@@ -106,6 +106,17 @@ def test_show_modelfile_recreates_the_model(
         assert fields(daemon, f"copy-{syntax}:latest") == fields(daemon, "original:latest")
 
 
+def test_skipped_parameters_are_told_to_the_user(
+    corral: Invoke, daemon: Daemon, tiny: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "Modelfile"
+    path.write_text(f"FROM {tiny}\nPARAMETER num_gpu 99\nPARAMETER temperature 0.5\n")
+    result = ok(corral("create", "skips", "-f", str(path)))
+    warning = "warning: Modelfile line 2: ignoring parameter 'num_gpu': corral does not use it"
+    assert warning in result.stderr.splitlines()
+    assert daemon.client.show("skips").parameters.split() == ["temperature", "0.5"]
+
+
 @pytest.mark.parametrize(
     ("text", "args", "expected"),
     [
