@@ -48,7 +48,6 @@ REFUSED: dict[str, str] = {
     "draft": "draft models (speculative decoding) are not supported",
     "renderer": "custom renderers are not supported: give a Jinja 'template' instead",
     "parser": "custom output parsers are not supported",
-    "requires": "'requires' is not supported",
 }
 
 

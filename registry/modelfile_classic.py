@@ -14,7 +14,8 @@ Instructions are case-insensitive. A value is the rest of the line, or a
 `"..."` or `\"\"\"...\"\"\"` quoted text that may span lines (it ends at a line whose
 end closes the quote; the text between the quotes is kept as is). PARAMETER
 stop and LICENSE may repeat (they accumulate); SYSTEM and TEMPLATE may repeat
-(the last wins). ADAPTER and Ollama's newer instructions are refused with the reason.
+(the last wins). REQUIRES (the version of Ollama a model needs) is skipped with a
+warning; ADAPTER and Ollama's newer instructions are refused with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.registry.errors import shown
 from corral.registry.modelfile import (
     REFUSED,
     Modelfile,
@@ -44,6 +46,7 @@ EXPECTED = "an instruction (" + ", ".join(INSTRUCTIONS) + ") or a # comment"
 QUOTES = ('"""', '"')
 _HEAD = re.compile(r"(\S+)(?:[ \t]+(.*))?")
 _PAIR = re.compile(r"(\S+)(?:[ \t]+(.*))?", re.DOTALL)
+_VERSION = re.compile(r"v?\d+(\.\d+){0,2}(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")  # Go's semver
 
 
 @dataclass
@@ -173,6 +176,13 @@ def _message(draft: _Draft, value: str) -> None:
     draft.messages.append(check_message({"role": role, "content": content}))
 
 
+def _requires(draft: _Draft, value: str) -> None:
+    """The version of Ollama a model needs: checked as Ollama does, then skipped."""
+    if _VERSION.fullmatch(value) is None:
+        raise ModelfileError(f"REQUIRES needs a version such as 0.14.0, got {shown(value)}")
+    draft.warn(f"ignoring REQUIRES {value}: it is the version of Ollama the model needs")
+
+
 def _set(key: str, check: Callable[[str], str] = str) -> Callable[[_Draft, str], None]:
     def handle(draft: _Draft, value: str) -> None:
         draft.values[key] = check(value)
@@ -187,4 +197,5 @@ HANDLERS: dict[str, Callable[[_Draft, str], None]] = {
     "system": _set("system"),
     "message": _message,
     "license": lambda draft, value: draft.licenses.append(value),
+    "requires": _requires,
 }

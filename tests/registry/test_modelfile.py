@@ -112,6 +112,7 @@ CLASSIC_ERRORS = [
     ("FROM x\nTEMPLATE {{ x(1 }}\n", 2, "neither a Jinja chat template (line 1: unexpected '}'"),
     ("FROM x\nADAPTER ./lora.gguf\n", 2, "ADAPTER: adapters (LoRA) are not supported"),
     ("FROM a\nFROM b\n", 2, "a second FROM"),
+    ("FROM x\nREQUIRES latest\n", 2, "REQUIRES needs a version such as 0.14.0, got latest"),
     ("FROM ./m.gguf\n", 1, "is a relative path, and there is no Modelfile folder"),
 ]
 
@@ -178,6 +179,13 @@ def test_ollama_parameters_corral_does_not_use_are_skipped_with_a_warning(text: 
     )
     over = modelfile.overridden({"parameters": {"tfs_z": 1}})
     assert over.warnings[-1] == "ignoring parameter 'tfs_z': corral does not use it"
+
+
+def test_requires_names_a_version_of_ollama_and_is_skipped_with_a_warning() -> None:
+    modelfile = parse_modelfile("FROM x\nrequires 0.14.0\nSYSTEM hi\n")
+    assert modelfile == Modelfile(from_="x", system="hi", warnings=modelfile.warnings)
+    expected = "Modelfile line 2: ignoring REQUIRES 0.14.0: it is the version of Ollama the"
+    assert modelfile.warnings[0].startswith(expected)
 
 
 def test_triple_quoted_blocks_keep_blank_lines_and_inner_spaces() -> None:
