@@ -109,17 +109,17 @@ def _instructions(text: str, origin: str) -> list[tuple[int, str, str | None]]:
         if not stripped or stripped.startswith("#"):
             i += 1
             continue
-        m = _HEAD.fullmatch(stripped)
+        m = _HEAD.fullmatch(lines[i].lstrip())  # a quoted value may end its line in spaces
         assert m is not None  # a non-blank line always has a first word
         word, rest = m[1], m[2] or ""
         if word.lower() in ("parameter", "message"):
             key = _PAIR.fullmatch(rest)
-            if key is None or not key[2]:
+            if key is None or not (key[2] or "").strip():
                 what = "a name and a value" if word.lower() == "parameter" else "a role and text"
                 raise ModelfileError(f"{word.upper()} needs {what}").at(origin, i + 1)
             value, last = _value(key[2], lines, i, origin)
             out.append((i + 1, word, f"{key[1]} {value}"))
-        elif rest:
+        elif rest.strip():
             value, last = _value(rest, lines, i, origin)
             out.append((i + 1, word, value))
         else:
@@ -138,6 +138,8 @@ def _value(first: str, lines: list[str], i: int, origin: str) -> tuple[str, int]
         return text, i
     j = i
     closed = text.endswith(quote) and len(text) >= 2 * len(quote)
+    if not closed:  # its first line is kept whole too, spaces at its end included
+        text = first.lstrip()
     while not closed:  # the lines in between are kept as they are, blank ones included
         j += 1
         if j >= len(lines):

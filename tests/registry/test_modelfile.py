@@ -197,5 +197,9 @@ def test_triple_quoted_blocks_keep_blank_lines_and_inner_spaces() -> None:
     )
     modelfile = parse_modelfile(text)
     assert modelfile.system == "First.\n\nSecond.  \n\n\nThird."
+    assert parse_modelfile('FROM x\nSYSTEM """One. \t\nTwo."""\n').system == "One. \t\nTwo."
+    assert parse_modelfile('FROM x\nMESSAGE user "a \nb" \n').messages == (
+        {"role": "user", "content": "a \nb"},
+    )
     assert modelfile.template is not None and "<|end_header_id|>\n\n{{" in modelfile.template
     assert modelfile.parameters["stop"] == ["\n\n"]
