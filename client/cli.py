@@ -7,6 +7,7 @@ and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import http.client
@@ -232,7 +233,7 @@ def create(model: str, path: str, quantize: str | None) -> None:
     """Create a model from a Modelfile."""
     file = Path(os.path.abspath(os.path.expanduser(path)))
     try:
-        text = file.read_text(encoding="utf-8")
+        text = modelfile_text(file.read_bytes())
     except FileNotFoundError:
         raise click.ClickException(f"Modelfile {path} not found: name one with -f FILE") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -356,6 +357,15 @@ def follow_progress(events: Iterator[ProgressResponse]) -> None:
             display.update(last)
     if last is not None and last.status == "success":
         click.echo("success", err=True)
+
+
+def modelfile_text(data: bytes) -> str:
+    """A Modelfile's bytes as text, as Ollama reads them: UTF-8, or UTF-16 when a byte
+    order mark says so (Windows PowerShell writes `ollama show --modelfile > Modelfile`
+    in UTF-16)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    return data.decode("utf-8")
 
 
 def as_utf8(text: str) -> str:

@@ -31,7 +31,7 @@ from corral.daemon.wire_io import (
 from corral.daemon.worker import Emit, events_from_thread
 from corral.registry.create import create
 from corral.registry.modelfile import REFUSED, Modelfile
-from corral.registry.modelfile_parse import parse_modelfile
+from corral.registry.modelfile_parse import decode_modelfile, parse_modelfile
 from corral.registry.names import ModelName
 from corral.registry.progress import PullProgress
 
@@ -85,7 +85,7 @@ def _read(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        return decode_modelfile(path.read_bytes())
     except (OSError, UnicodeDecodeError) as e:
         raise RequestError(f"cannot read the Modelfile {path}: {e}") from None
 
