@@ -1,7 +1,8 @@
 """Chat templates from GGUF (`tokenizer.chat_template`), rendered with Jinja2.
 
-Templates come from downloaded files, so they run in Jinja2's immutable
-sandbox, with the same environment settings and helpers that Hugging Face's
+Templates come from downloaded files and requests, so they run in Jinja2's immutable
+sandbox, bounded in the steps, output and value sizes of a render (jinja_limits.py),
+with the same environment settings and helpers that Hugging Face's
 `apply_chat_template` gives them (trim_blocks, lstrip_blocks, loop controls,
 the `{% generation %}` block, raise_exception, strftime_now, a tojson that
 keeps non-ASCII text).
@@ -29,7 +30,8 @@ import jinja2
 import jinja2.ext
 from jinja2 import nodes
 from jinja2.parser import Parser
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from corral.runtime.jinja_limits import BoundedSandbox, RenderLimit, budget
 
 # Used when a model ships no template: plain role-labelled turns.
 PLAIN_TEMPLATE = (
@@ -92,8 +94,8 @@ class _GenerationBlock(jinja2.ext.Extension):
 
 
 @lru_cache(maxsize=1)
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+def _environment() -> BoundedSandbox:
+    env = BoundedSandbox(
         trim_blocks=True,
         lstrip_blocks=True,
         undefined=jinja2.ChainableUndefined,
@@ -102,6 +104,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
+    env.bound_filters()
     return env
 
 
@@ -147,13 +150,16 @@ class ChatTemplate:
         now = datetime.now()
         context = {"date_string": now.strftime("%d %b %Y"), "datetime": now.strftime("%b %d %Y")}
         try:
-            return self._template.render(
-                **{**context, **extra},
-                messages=messages,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-            )
+            with budget():
+                return self._template.render(
+                    **{**context, **extra},
+                    messages=messages,
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
+                )
+        except RenderLimit as e:
+            raise TemplateError(str(e)) from None
         except TemplateError:
             raise
         except Exception as e:  # the template's own code failed (Jinja or Python error)

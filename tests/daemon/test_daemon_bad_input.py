@@ -228,3 +228,12 @@ def test_a_model_whose_manifest_is_corrupt_can_be_deleted(daemon: Daemon, tiny: 
     assert status == 200, body
     assert not path.exists()
     assert tiny in {m.name for m in daemon.client.list().models}  # its blob stays for tiny
+
+
+def test_a_request_template_that_would_loop_for_hours_is_stopped(daemon: Daemon, tiny: str) -> None:
+    """A Jinja `template` of 10^10 loop turns held a core of the daemon until restarted."""
+    spin = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
+    body = {"model": tiny, "prompt": "hi", "template": spin, "stream": False}
+    status, answer, _ = daemon.raw("POST", "/api/generate", json.dumps(body))
+    assert status == 422
+    assert "more than 1000000 steps" in error_of(answer)

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from corral.runtime.chat_template import ChatTemplate, TemplateError
+from corral.runtime.chat_template import ChatTemplate, TemplateError, _environment
 from tiny import CHATML_TEMPLATE
 
 MESSAGES = [
@@ -88,3 +88,63 @@ def test_date_string_is_today_unless_given() -> None:
     before = datetime.now().strftime("%d %b %Y")
     assert t.render(MESSAGES) in (before, datetime.now().strftime("%d %b %Y"))
     assert t.render(MESSAGES, date_string="26 Jul 2024") == "26 Jul 2024"
+
+
+HOSTILE_TEMPLATES = {
+    "nested loops": "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}",
+    "repetition": "{{ 'x' * 100000 * 100000 }}",
+    "doubling": (
+        "{% set ns = namespace(x='x') %}{% for i in range(40) %}"
+        "{% set ns.x = ns.x ~ ns.x %}{% endfor %}{{ ns.x|length }}"
+    ),
+    "doubling by +": (
+        "{% set ns = namespace(x='x') %}{% for i in range(40) %}"
+        "{% set ns.x = ns.x + ns.x %}{% endfor %}"
+    ),
+    "doubling a block": (
+        "{% set ns = namespace(x='x') %}{% for i in range(40) %}"
+        "{% set ns.x %}{{ ns.x }}{{ ns.x }}{% endset %}{% endfor %}"
+    ),
+    "literal in a loop": "{% for i in range(99999) %}{% for j in range(9) %}"
+    + "y" * 2000
+    + "{% endfor %}{% endfor %}",
+    "center": "{{ 'x'|center(10**10) }}",
+    "ljust": "{{ 'x'.ljust(10**10) }}",
+    "printf width": "{{ '%0999999999d' % 1 }}",
+    "format width": "{{ '{:>999999999}'.format(1) }}",
+    "format filter": "{{ '%0999999999d'|format(1) }}",
+    "power": "{{ 9 ** 999999999 }}",
+    "replace": "{{ ('x' * 100000).replace('', 'y' * 100000) }}",
+    "join filter": "{{ range(100000)|join('y' * 100000) }}",
+    "join method": "{{ ('y' * 100000).join(range(100000)|map('string')|list) }}",
+    "expandtabs": "{{ ('\t' * 10000).expandtabs(1000000) }}",
+    "indent": "{{ ('\n' * 100000)|indent(1000000) }}",
+    "lipsum": "{{ lipsum(1000000) }}",
+    "recursive macro": "{% macro f() %}{{ f() }}{{ f() }}{% endmacro %}{{ f() }}",
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
+def test_a_hostile_template_is_stopped_not_run_forever(source: str) -> None:
+    """Templates come from requests and uploaded files: a render is bounded in steps, output
+    and value sizes, as Go templates are, instead of holding a core or the memory."""
+    with pytest.raises(TemplateError):
+        ChatTemplate(source).render(MESSAGES)
+
+
+def test_constant_expressions_are_not_folded_when_compiling() -> None:
+    """The optimizer would run `center(1000000)` at compile time, unbounded (a 50-character
+    template compiled to megabytes of code)."""
+    source = "{{ 'x'|center(1000000) }}{% if 'x'|center(1000000) %}{% endif %}"
+    code = _environment().compile(source, raw=True)
+    assert len(code) < 100_000
+
+
+def test_ordinary_operators_and_filters_still_work() -> None:
+    source = (
+        "{% for m in messages %}{{ m.role ~ ': ' ~ m.content }}|{% endfor %}"
+        "{{ '%3s|%-2d' % ('a', 2) }}{{ [1, 2]|join(', ') }}{{ 'ab' * 2 }}{{ 'x'|center(3) }}"
+    )
+    assert (
+        ChatTemplate(source).render(MESSAGES[:2]) == "system: Be brief.|user: Hi|  a|2 1, 2abab x "
+    )
