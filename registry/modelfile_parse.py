@@ -76,10 +76,23 @@ def parse_yaml(text: str, *, base_dir: Path | None = None, origin: str = "Modelf
     return Modelfile(**checked, warnings=warnings)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases: `*name` repeats a value without its size, so a megabyte
+    of request could otherwise become gigabytes of manifest (a YAML "billion laughs")."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a Modelfile", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 def _load(text: str, origin: str) -> tuple[yaml.Node | None, object]:
     """The node tree (for line numbers) and the plain value of a YAML document."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+        return yaml.compose(text, Loader=_NoAliasLoader), yaml.load(text, Loader=_NoAliasLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         problem = " ".join(str(e.problem or e.context or "not valid").split())

@@ -203,3 +203,11 @@ def test_triple_quoted_blocks_keep_blank_lines_and_inner_spaces() -> None:
     )
     assert modelfile.template is not None and "<|end_header_id|>\n\n{{" in modelfile.template
     assert modelfile.parameters["stop"] == ["\n\n"]
+
+
+def test_yaml_aliases_are_refused() -> None:
+    """An alias repeats a value without its size: 200 of them made a 1 MB create request
+    write a 212 MB manifest (and 50,000 a 50 GB one)."""
+    text = "from: tiny\nsystem: &s long\nmessages:\n  - &m {role: user, content: *s}\n  - *m\n"
+    with pytest.raises(ModelfileError, match=r"line 4: .*aliases \(\*name\) are not allowed"):
+        parse_modelfile(text)
