@@ -57,6 +57,7 @@ import numpy as np
 
 from corral.runtime.arch.ops import linear as local_linear
 from corral.runtime.compute_guard import COMPUTE
+from corral.runtime.pages import inherited
 from corral.runtime.split_protocol import DONE, Control, stacked_matmul
 from corral.runtime.split_worker import run_helper
 
@@ -138,8 +139,9 @@ def _fork_helper(control: Control, matrices: list[np.ndarray]) -> tuple[int, int
     wake_r, wake_w = os.pipe()
     last_job = control.last_job
     try:
-        # no product is running on OpenBLAS's threads while it forks
-        with COMPUTE.exclusive(), warnings.catch_warnings():
+        # no product is running on OpenBLAS's threads while it forks; the child inherits
+        # these weights, not those of the other models loaded (runtime/pages.py)
+        with COMPUTE.exclusive(), inherited(matrices), warnings.catch_warnings():
             # Python 3.12+ warns of forking a threaded process: a lock another thread holds
             # stays held in the child. The child takes none: it runs NumPy's small products
             # on memory it already has, reads a pipe and exits with os._exit.

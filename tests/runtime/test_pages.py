@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from corral.runtime.engine import Engine
-from corral.runtime.pages import MAPPED_BYTES, weight_array
+from corral.runtime.pages import MAPPED_BYTES, NUMPY_HUGE_PAGE_BYTES, weight_array
 from tiny import write_tiny_llama
 
 SMAPS = Path("/proc/self/smaps")
@@ -61,4 +61,5 @@ def test_a_loaded_models_big_matrices_do_not_ask_for_huge_pages(tmp_path: Path) 
     assert big, "the test model needs a matrix of 4 MiB or more"
     for m in big:
         assert not asks_for_huge_pages(m)
-    assert asks_for_huge_pages(np.empty(MAPPED_BYTES // 4, dtype=np.float32))  # NumPy's own
+    huge = np.empty(NUMPY_HUGE_PAGE_BYTES // 4, dtype=np.float32)
+    assert asks_for_huge_pages(huge)  # NumPy's own

@@ -22,6 +22,7 @@ from corral.runtime.arch.ops import linear
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.engine import SPLIT_MACHINES, Done, Engine
 from corral.runtime.kv_cache import KVCache, KVPool
+from corral.runtime.pages import MAPPED_BYTES, weight_array
 from corral.runtime.sampling import SamplerOptions
 from corral.runtime.split import SPLIT_ROWS, SplitLinear
 from corral.runtime.split_protocol import block_rows, stacked_matmul
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 # (out, in): a block-aligned matrix, ones with a tail, a tiny one, the widest input
 SHAPES = [(600, 64), (601, 96), (3, 40), (2, 1536), (1201, 17)]
+BIG = (MAPPED_BYTES // 4 // 64, 64)  # a weight in a mapping of its own (runtime/pages.py)
 
 
 @pytest.fixture
@@ -211,6 +213,26 @@ def test_the_helper_does_not_inherit_kv_caches(matrices: list[np.ndarray]) -> No
         assert mapped_in(s.pid, w.ctypes.data)  # the weights it needs, it shares
     finally:
         s.close()
+
+
+def test_a_helper_inherits_its_own_weights_and_no_other_models() -> None:
+    """A helper forked while another model is loaded must not keep that model's weights:
+    once it is unloaded they would stay in memory until the helper ends."""
+    other = weight_array(BIG)  # a model loaded before, or after
+    other[...] = 1.0
+    own = [weight_array(BIG)]
+    own[0][...] = np.random.default_rng(4).standard_normal(BIG, dtype=np.float32)
+    first, second = SplitLinear(own), SplitLinear([other])
+    try:
+        x = np.ones((2, BIG[1]), dtype=np.float32)
+        np.testing.assert_allclose(first.linear(x, own[0]), linear(x, own[0]), rtol=1e-5, atol=1e-4)
+        assert first.jobs_done == 1  # the helper computed with the weights it inherited
+        assert mapped_in(first.pid, own[0].ctypes.data)
+        assert not mapped_in(first.pid, other.ctypes.data)
+        assert not mapped_in(second.pid, own[0].ctypes.data)  # lent for its own fork only
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_model_loads_when_no_helper_can_be_forked(
