@@ -9,6 +9,7 @@ unloaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -29,7 +30,7 @@ from corral.daemon.errors import error_middleware
 from corral.daemon.openai_io import openai_error_middleware
 from corral.daemon.scheduler import Loader, Scheduler, load_engine
 from corral.daemon.state import STATE, DaemonState
-from corral.registry.store import Store
+from corral.registry.store import Collected, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.App
             max_queue=config.max_queue,
             loader=loader,
         )
-        state = DaemonState(config=config, store=Store(config.home), scheduler=scheduler)
+        store = Store(config.home, on_collect=unloader(scheduler))
+        state = DaemonState(config=config, store=store, scheduler=scheduler)
         app[STATE] = state
         log.info("models in %s", config.home)
         # blobs no manifest uses (uploads never created from), temporary files of a
@@ -79,3 +81,17 @@ def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.App
     app.cleanup_ctx.append(lifetime)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def unloader(scheduler: Scheduler) -> Collected:
+    """Unload the blobs the store collects (a model whose last name a delete, create or
+    pull removed): nothing can ask for them again. Called from the store's thread; the
+    unloads run on the event loop before the request that collected them answers."""
+    loop = asyncio.get_running_loop()
+
+    def collected(digests: list[str]) -> None:
+        for digest in digests:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(scheduler.unload, digest)
+
+    return collected

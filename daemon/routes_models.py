@@ -39,7 +39,6 @@ from corral.daemon.wire_io import (
     read_request,
 )
 from corral.daemon.worker import Emit, events_from_thread
-from corral.registry.errors import CorruptModel
 from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
 from corral.registry.store import InstalledModel
@@ -121,14 +120,9 @@ def _plain(value: Any) -> Any:
 async def delete_handler(request: web.Request) -> web.Response:
     req = await read_request(request, DeleteRequest)
     state = request.app[STATE]
-    try:
-        digest: str | None = (await state.resolve(req.model)).digest
-    except CorruptModel as e:  # a manifest that cannot be read can still be removed
-        log.warning("deleting %s: %s", req.model, e)
-        digest = None  # nothing is loaded from it: loading needs a readable manifest
+    # a blob no other name uses is collected, and so unloaded (app.py); a manifest that
+    # cannot be read can still be removed
     await asyncio.to_thread(state.store.delete, req.model)
-    if digest is not None and not state.store.blobs.exists(digest):
-        state.scheduler.unload(digest)  # other names on the same blob keep it loaded
     return web.Response(status=200)
 
 

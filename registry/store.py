@@ -3,7 +3,10 @@
     home/blobs/sha256-<hex>                                  content-addressed files
     home/manifests/<host>/<namespace>/<model>/<tag>.yaml     one per installed name
 
-One process (the daemon) writes a home; within it the store is thread-safe.
+One process (the daemon) writes a home; within it the store is thread-safe. Whoever
+holds blobs in memory (the daemon's loaded models) can be told which blobs a garbage
+collection removed (`on_collect`): a model whose last name was deleted, or replaced
+by a create or a pull, is then unloaded rather than kept for its keep_alive.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import contextlib
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +28,7 @@ from corral.registry.names import ModelName
 log = logging.getLogger(__name__)
 
 _DIGEST_IN_TEXT = re.compile(r"sha256[:-]([0-9a-f]{64})")
+Collected = Callable[[list[str]], None]  # the digests of the blobs a gc removed
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,9 @@ class InstalledModel:
 
 
 class Store:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, on_collect: Collected | None = None) -> None:
         self.home = Path(home)
+        self.on_collect = on_collect  # called in the thread that collected
         self.blobs = BlobStore(self.home / "blobs")
         self.manifests = self.home / "manifests"
         self.manifests.mkdir(parents=True, exist_ok=True)
@@ -104,7 +110,10 @@ class Store:
     def gc(self) -> list[str]:
         """Remove blobs that no manifest references (a blob being pulled is pinned)."""
         with self._lock:
-            return self.blobs.gc(self._referenced())
+            removed = self.blobs.gc(self._referenced())
+        if removed and self.on_collect is not None:
+            self.on_collect(removed)
+        return removed
 
     def _referenced(self) -> set[str]:
         referenced: set[str] = set()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from corral.client.api import ChatResponse, GenerateResponse, parse_time
 from serving import Daemon
+from tiny import write_tiny_llama
 
 GREEDY = {"temperature": 0, "num_predict": 6}
 METRICS = (
@@ -170,6 +171,27 @@ def test_delete_removes_the_model_and_its_blob(daemon: Daemon, tiny_gguf: Path) 
     blobs = sorted(p.name for p in (daemon.home / "blobs").iterdir() if p.is_file())
     digest = hashlib.sha256(tiny_gguf.read_bytes()).hexdigest()
     assert f"sha256-{digest}" in blobs  # still used by tiny
+
+
+def test_a_loaded_blob_that_loses_its_last_name_is_unloaded(
+    daemon: Daemon, tiny: str, tmp_path: Path
+) -> None:
+    """A create (or pull) giving the only name of a loaded blob another blob collects the
+    old one: its model goes at once, not after its keep_alive, shown in `ps` under a name
+    that now means another model. A delete does the same."""
+    other = write_tiny_llama(tmp_path / "replaced.gguf", seed=1)
+    old = hashlib.sha256(other.read_bytes()).hexdigest()
+    for remove in ("create", "delete"):
+        daemon.client.pull(str(other), stream=False)  # installed as replaced:latest
+        daemon.client.generate("replaced", "", keep_alive="1h", stream=False)  # loaded
+        assert old in {m.digest for m in daemon.client.ps().models}
+        if remove == "create":
+            assert daemon.client.create("replaced", from_=tiny, stream=False).status == "success"
+        else:
+            daemon.client.delete("replaced")
+        assert old not in {m.digest for m in daemon.client.ps().models}
+        assert not (daemon.home / "blobs" / f"sha256-{old}").exists()
+    assert daemon.log().count("unloaded replaced:latest") == 2
 
 
 def test_show_puts_a_chats_system_and_options_in_the_modelfile(daemon: Daemon, tiny: str) -> None:
