@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from corral.daemon.batcher import Batcher
 from corral.daemon.config import DEFAULT_MAX_QUEUE
@@ -38,8 +39,11 @@ from corral.daemon.errors import RequestError
 from corral.daemon.memory import estimate_model_bytes, human_size
 from corral.daemon.slots import Lease, LoadedInfo, LoadedModel, LoadKey, SlotPool
 from corral.runtime.engine import Engine
+from corral.runtime.gguf import GGUFError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Loader = Callable[[Path, int], Engine]
 Estimator = Callable[[Path, int, int], int]  # (path, num_ctx, num_parallel) -> bytes
@@ -267,7 +271,7 @@ class Scheduler:
         size, slots = size_slots
         try:
             log.info("loading %s (num_ctx=%d, about %s)", name, key.num_ctx, human_size(size))
-            engine = await asyncio.to_thread(self._loader, path, key.num_ctx)
+            engine = await _reading(name, self._loader, path, key.num_ctx)
             pool, batcher = SlotPool(slots), Batcher(engine, name)
             model = LoadedModel(key, path, name, engine, size, pool, batcher, keep_alive)
             model.refs = 1
@@ -311,7 +315,7 @@ class Scheduler:
         CORRAL_NUM_PARALLEL, or fewer when CORRAL_MAX_MEMORY holds only fewer (each
         request's KV cache counts), as Ollama falls back to one."""
         for slots in range(self.num_parallel, 0, -1):
-            size = await asyncio.to_thread(self._estimator, path, key.num_ctx, slots)
+            size = await _reading(name, self._estimator, path, key.num_ctx, slots)
             if self.max_memory is None or size <= self.max_memory:
                 if slots < self.num_parallel:
                     log.warning(
@@ -398,3 +402,16 @@ class _Replaced(Exception):
 
 def _shutting_down() -> RequestError:
     return RequestError("corral is shutting down; try again when it is back", BUSY)
+
+
+async def _reading(name: str, read: Callable[..., T], path: Path, *args: int) -> T:
+    """`read(path, *args)` in a worker thread; a blob deleted meanwhile (its last name
+    removed while its first request was on its way) is the model not found, a 404."""
+    try:
+        return await asyncio.to_thread(read, path, *args)
+    except GGUFError as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            raise RequestError(
+                f"model '{name}' was deleted while it was being loaded", 404
+            ) from None
+        raise

@@ -260,3 +260,21 @@ def test_loaded_describes_each_model_for_ps(models: Models, size: int) -> None:
         assert names(s) == {"a"}
 
     run(test)
+
+
+def test_a_blob_deleted_before_its_load_is_a_404(models: Models, tmp_path: Path) -> None:
+    """Its last name removed while its first request was on its way: not a 422 naming
+    the missing file, but the model not found."""
+    gone = tmp_path / "gone.gguf"
+    gone.write_bytes(models[0].read_bytes())
+    gone.unlink()
+
+    async def test() -> None:
+        s = Scheduler(default_keep_alive=FOREVER)
+        with pytest.raises(RequestError) as caught:
+            await use_once(s, gone)
+        assert caught.value.status == 404
+        assert str(caught.value) == "model 'gone' was deleted while it was being loaded"
+        assert names(s) == set() and s.waiting == 0
+
+    run(test)
