@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -47,7 +48,7 @@ from corral.client.api import (
     Wire,
 )
 from corral.client.endpoint import Endpoint
-from corral.client.errors import DaemonNotRunning, ResponseError, StreamCut
+from corral.client.errors import DaemonNotRunning, DaemonUnreachable, ResponseError, StreamCut
 from corral.client.http import (
     error_message,
     file_digest,
@@ -469,6 +470,9 @@ class AsyncClient:
         except aiohttp.ClientConnectorError as e:
             if isinstance(e.os_error, FileNotFoundError | ConnectionRefusedError):
                 raise DaemonNotRunning(self.endpoint) from None
+            if isinstance(e.os_error, socket.gaierror):  # the host name does not resolve
+                reason = e.os_error.strerror or str(e.os_error)
+                raise DaemonUnreachable(self.endpoint, reason) from None
             raise
         if response.status >= 400:
             async with response:

@@ -32,7 +32,7 @@ from corral.client.format import (
     timing_summary,
     until,
 )
-from corral.client.http import Client, DaemonNotRunning, ResponseError
+from corral.client.http import Client, DaemonNotRunning, DaemonUnreachable, ResponseError
 from corral.client.local_paths import absolute_if_path
 from corral.client.progress import PullDisplay
 from corral.client.repl import Repl
@@ -45,6 +45,7 @@ INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl+C
 FAILURES: tuple[type[BaseException], ...] = (
     ResponseError,
     DaemonNotRunning,
+    DaemonUnreachable,
     AutostartError,
     WireError,
 )

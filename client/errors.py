@@ -17,6 +17,14 @@ class DaemonNotRunning(ConnectionError):
         super().__init__(f"corral is not running at {endpoint} (start it with `corral serve`)")
 
 
+class DaemonUnreachable(ConnectionError):
+    """The daemon's host does not resolve (a CORRAL_HOST or `host` that is wrong)."""
+
+    def __init__(self, endpoint: Endpoint, reason: str) -> None:
+        self.endpoint = endpoint
+        super().__init__(f"cannot reach corral at {endpoint}: {reason} (check CORRAL_HOST)")
+
+
 class ResponseError(Exception):
     """The daemon answered with an error; `message` is its one-line explanation."""
 

@@ -20,6 +20,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ from corral.client.api import (
 from corral.client.endpoint import Endpoint
 from corral.client.endpoint import UnixHTTPConnection as UnixHTTPConnection  # re-exported
 from corral.client.errors import DaemonNotRunning as DaemonNotRunning  # re-exported
+from corral.client.errors import DaemonUnreachable as DaemonUnreachable
 from corral.client.errors import ResponseError as ResponseError
 from corral.client.errors import StreamCut as StreamCut
 
@@ -102,6 +104,8 @@ class Client:
             self.ping()
         except ResponseError:
             return True
+        except DaemonUnreachable:  # a host that does not resolve: not a daemon to start
+            raise
         except (DaemonNotRunning, OSError, http.client.HTTPException):
             return False
         return True
@@ -492,6 +496,9 @@ class Client:
         except (FileNotFoundError, ConnectionRefusedError):
             conn.close()
             raise DaemonNotRunning(self.endpoint) from None
+        except socket.gaierror as e:  # the host name does not resolve
+            conn.close()
+            raise DaemonUnreachable(self.endpoint, e.strerror or str(e)) from None
         except BaseException:
             conn.close()
             raise

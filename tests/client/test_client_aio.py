@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from corral.client.aio import AsyncClient
-from corral.client.http import Client, DaemonNotRunning, ResponseError
+from corral.client.http import Client, DaemonNotRunning, DaemonUnreachable, ResponseError
 from serving import Daemon
 from tiny import write_tiny_llama
 
@@ -101,6 +101,15 @@ def test_no_daemon_raises_daemon_not_running(host: str, socket_dir: Path) -> Non
             await client.list()
 
     with pytest.raises(DaemonNotRunning, match="corral is not running"):
+        run(work())
+
+
+def test_a_host_that_does_not_resolve_raises_daemon_unreachable() -> None:
+    async def work() -> None:
+        async with AsyncClient("corral.invalid:11434") as client:
+            await client.list()
+
+    with pytest.raises(DaemonUnreachable, match=r"corral.invalid:11434: .*check CORRAL_HOST"):
         run(work())
 
 

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from corral.client.cli import main
+from corral.client.http import Client, DaemonUnreachable
 from serving import Daemon
 
 Invoke = Callable[..., Result]
@@ -174,6 +175,18 @@ def test_user_errors_are_one_line_without_traceback(
         assert result.stderr.strip().splitlines()[-1].startswith(expected)
     else:
         assert one_line_error(result).startswith(expected)
+
+
+@pytest.mark.parametrize("command", ["list", "ps"])
+def test_a_host_that_does_not_resolve_is_named(command: str) -> None:
+    """`.invalid` never resolves (RFC 6761): the error says so, not that corral is down."""
+    env = {"CORRAL_HOST": "corral.invalid:11434", "CORRAL_SOCKET": None}
+    result = CliRunner().invoke(main, [command], env=env)
+    line = one_line_error(result)
+    assert line.startswith("Error: cannot reach corral at http://corral.invalid:11434: ")
+    assert line.endswith("(check CORRAL_HOST)")
+    with pytest.raises(DaemonUnreachable):
+        Client("corral.invalid:11434").list()
 
 
 def test_a_daemon_that_is_not_there_over_tcp(daemon: Daemon) -> None:
