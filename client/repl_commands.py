@@ -77,6 +77,8 @@ def _set_parameter(repl: Repl, text: str) -> bool:
         checked = Options.from_dict({**repl.options, **new})
     except WireError as e:
         return say(repl, f"Couldn't set parameter: {e}")
+    if (problem := checked.out_of_range()) is not None:  # the daemon would refuse it
+        return say(repl, f"Couldn't set parameter: {problem}")
     if name in checked.ignored:
         return say(repl, f"Unknown parameter '{name}'. Type /set parameter for the list")
     repl.options.update(new)

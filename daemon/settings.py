@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,14 +23,6 @@ from corral.runtime.sampling import SamplerOptions
 log = logging.getLogger(__name__)
 
 SAMPLER_FIELDS = tuple(f.name for f in dataclasses.fields(SamplerOptions))
-
-# option -> (bound, whether the bound itself is allowed, what the option means)
-LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
-    "num_ctx": (1, True, "the context window in tokens"),
-    "top_p": (0.0, True, "a probability mass between 0 and 1"),
-    "min_p": (0.0, True, "a probability between 0 and 1"),
-    "repeat_penalty": (0.0, False, "a factor, 1.0 for none"),
-}
 
 
 @dataclass(frozen=True)
@@ -90,12 +81,5 @@ def logprobs_wanted(logprobs: bool | None, top_logprobs: int | None) -> int | No
 
 
 def _check_bounds(options: Options) -> None:
-    for field in dataclasses.fields(options):
-        value = getattr(options, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RequestError(f"option '{field.name}' must be a finite number, got {value}")
-    for name, (low, inclusive, meaning) in LOWER_BOUNDS.items():
-        value = getattr(options, name)
-        if value is not None and (value < low if inclusive else value <= low):
-            least = "at least" if inclusive else "more than"
-            raise RequestError(f"option '{name}' must be {least} {low} ({meaning}), got {value}")
+    if (problem := options.out_of_range()) is not None:
+        raise RequestError(problem)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, ClassVar, Self
@@ -11,6 +12,15 @@ from corral.client.api.codec import Wire, wire
 from corral.client.api.values import parse_duration
 
 # ----- options -----------------------------------------------------------------
+
+
+# option -> (bound, whether the bound itself is allowed, what the option means)
+OPTION_LOWER_BOUNDS: dict[str, tuple[float, bool, str]] = {
+    "num_ctx": (1, True, "the context window in tokens"),
+    "top_p": (0.0, True, "a probability mass between 0 and 1"),
+    "min_p": (0.0, True, "a probability between 0 and 1"),
+    "repeat_penalty": (0.0, False, "a factor, 1.0 for none"),
+}
 
 
 @wire
@@ -36,6 +46,20 @@ class Options(Wire):
         names = {f.name for f in dataclasses.fields(cls)} - {"ignored"}
         unknown = tuple(sorted(k for k in data if k not in names))
         return dataclasses.replace(known, ignored=unknown)
+
+    def out_of_range(self) -> str | None:
+        """Why a value makes no sense (not finite, or below its bound), in one line; None
+        if every one does. The daemon refuses such options; a chat's /set parameter too."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"option '{f.name}' must be a finite number, got {value}"
+        for name, (low, inclusive, meaning) in OPTION_LOWER_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and (value < low if inclusive else value <= low):
+                least = "at least" if inclusive else "more than"
+                return f"option '{name}' must be {least} {low} ({meaning}), got {value}"
+        return None
 
     def merged_over(self, defaults: Options) -> Options:
         """These options, with `defaults` filling what is unset."""

@@ -77,6 +77,9 @@ def test_set_parameter_applies_to_the_next_answers(chat: Terminal, daemon: Daemo
         chat, "/set parameter top_k hot"
     )
     assert "Available Parameters:" in command(chat, "/set parameter")
+    refused = command(chat, "/set parameter num_ctx 0")  # as the daemon would refuse it
+    assert "Couldn't set parameter: option 'num_ctx' must be at least 1" in refused
+    assert "num_ctx" not in command(chat, "/show parameters")  # not kept
     command(chat, "/set parameter stop <end> ###")
     assert "[<end> ###]" in command(chat, "/show parameters")  # as Ollama prints a list
 
