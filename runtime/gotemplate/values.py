@@ -137,9 +137,10 @@ def index(value: Any, *keys: Any) -> Any:
         if isinstance(value, Mapping):
             value = value.get(key)
         elif isinstance(value, (list, tuple, str)) and isinstance(key, int):
-            if not 0 <= key < len(value):
+            items = value.encode() if isinstance(value, str) else value  # a string's bytes
+            if not 0 <= key < len(items):
                 raise GoTemplateError(f"index out of range: {key}")
-            value = value[key]
+            value = items[key]
         else:
             raise GoTemplateError(f"can't index item of type {_kind(value)}")
     return value

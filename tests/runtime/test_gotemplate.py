@@ -64,6 +64,7 @@ def test_control_structures_and_variables(source: str, expected: str) -> None:
         ('{{ eq "b" "a" "b" }}{{ ne 1 2 }}{{ not "" }}{{ lt 1 2 }}', "truetruetruetrue"),
         ("{{ lt 1.5 2.5 }}{{ eq 1.0 1.0 }}{{ eq .Missing nil }}", "truetruetrue"),
         ('{{ len "é" }}', "2"),  # bytes, as Go counts
+        ('{{ index "abc" 0 }} {{ index "é" 1 }}', "97 169"),  # a string's bytes, as in Go
         ('{{ print "a" 1 2 "b" }}|{{ println 1 "x" }}', "a1 2b|1 x\n"),
         ('{{ printf "%s=%d %q %v%%" "n" 3 "q" true }}', 'n=3 "q" true%'),
         ('{{ json "<a & b>" }}{{ .Messages | len }}', '"\\u003ca \\u0026 b\\u003e"2'),
