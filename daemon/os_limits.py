@@ -1,5 +1,6 @@
 """What keeps a long-running daemon standing when clients pile up: enough file
-descriptors, and a log that does not drown in one repeated error.
+descriptors, a log that does not drown in one repeated error, and memory given back
+once a model is unloaded.
 
 Every connection costs a descriptor, and many systems give a process a soft limit of
 1024 (systemd's default) under a much higher hard one, so the daemon raises its soft
@@ -7,13 +8,21 @@ limit to the hard one at startup, as Go programs (and so Ollama) do. When descri
 do run out, asyncio and aiohttp log every failed accept with its traceback, hundreds
 of thousands of times a minute; `ThrottleRepeats` lets the first through and then one
 summary line per interval.
+
+glibc keeps the memory freed in each thread's malloc arena for reuse: after a few
+hours of requests on worker threads, a daemon with nothing loaded held 250-290 MB
+against 62 MB at start. `release_free_memory` (malloc_trim) hands it back to the
+system when a model is unloaded.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import resource
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +70,35 @@ class ThrottleRepeats(logging.Filter):
         if held:
             record.msg, record.args = f"{key[1]} (and {held} more like it in {now - last:.0f}s)", ()
         return True
+
+
+def release_free_memory() -> int | None:
+    """Give the free memory of every malloc arena back to the system (glibc's
+    malloc_trim); the resident size in MB before and after is logged. Returns the MB
+    given back, or None where there is no malloc_trim (not glibc)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return None
+    before = resident_mb()
+    trim(0)
+    after = resident_mb()
+    log.info("released free memory: resident %d MB -> %d MB", before, after)
+    return before - after
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+def resident_mb() -> int:
+    """This process's resident memory in MB (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * resource.getpagesize() >> 20

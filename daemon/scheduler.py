@@ -37,6 +37,7 @@ from corral.daemon.batcher import Batcher
 from corral.daemon.config import DEFAULT_MAX_QUEUE
 from corral.daemon.errors import RequestError
 from corral.daemon.memory import estimate_model_bytes, human_size
+from corral.daemon.os_limits import release_free_memory
 from corral.daemon.slots import Lease, LoadedInfo, LoadedModel, LoadKey, SlotPool
 from corral.runtime.engine import Engine
 from corral.runtime.gguf import GGUFError
@@ -387,7 +388,16 @@ class Scheduler:
             del self._loaded[model.key]
             model.batcher.close()
             log.info("unloaded %s", model.name)
+            _in_background(release_free_memory)
         self._wake()
+
+
+def _in_background(work: Callable[[], object]) -> None:
+    """Run `work` on a worker thread when there is an event loop, else now."""
+    try:
+        asyncio.get_running_loop().run_in_executor(None, work)
+    except RuntimeError:
+        work()
 
 
 def _retrieve(job: asyncio.Future[LoadedModel]) -> None:
