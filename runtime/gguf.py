@@ -11,6 +11,7 @@ memory map, and quants.py turns it into float32.
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,8 @@ from corral.runtime.quants import QUANT_TYPES, QuantType, quant_type
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+MAX_ARRAY_DEPTH = 4  # arrays of arrays: none in real files; bounded, walked without recursion
+MAX_DIMENSION = 1 << 62  # a dimension (ne) above this is no tensor a file could hold
 
 
 class GGUFError(ValueError):
@@ -61,7 +64,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 _U64 = struct.Struct("<Q")
@@ -206,16 +209,29 @@ class GGUFFile:
             raw[key] = self._read_value(cur, cur.u32())
         self.metadata = GGUFMetadata(raw, self._buf, self.path)
         infos = [self._read_tensor_info(cur) for _ in range(n_tensors)]
-        alignment = int(raw.get("general.alignment", DEFAULT_ALIGNMENT))
+        alignment = self._alignment(raw.get("general.alignment", DEFAULT_ALIGNMENT))
         data_start = -(-cur.pos // alignment) * alignment
         for name, shape, qtype, rel in infos:
-            info = TensorInfo(name, shape, qtype, data_start + rel, qtype.nbytes(shape))
+            nbytes = self._nbytes(name, qtype, shape)
+            info = TensorInfo(name, shape, qtype, data_start + rel, nbytes)
             if info.offset + info.nbytes > len(self._buf):
                 raise GGUFError(
                     f"{self.path}: truncated: tensor {name!r} ends at byte "
                     f"{info.offset + info.nbytes}, file has {len(self._buf)}"
                 )
             self.tensors[name] = info
+
+    def _alignment(self, value: Any) -> int:
+        """general.alignment: a power of two (a uint32 in the spec)."""
+        if not isinstance(value, int) or value < 1 or value > 1 << 31 or value & (value - 1):
+            raise GGUFError(f"{self.path}: bad general.alignment {str(value)[:40]!r}")
+        return value
+
+    def _nbytes(self, name: str, qtype: QuantType, shape: tuple[int, ...]) -> int:
+        try:
+            return qtype.nbytes(shape)
+        except ValueError as e:
+            raise GGUFError(f"{self.path}: tensor {name!r}: {e}") from None
 
     def _read_value(self, cur: _Cursor, vtype: int) -> Any:
         if vtype in _SCALAR_FORMATS:
@@ -225,14 +241,28 @@ class GGUFFile:
         if vtype == _ARRAY:
             item_type, count = cur.u32(), cur.u64()
             arr = _LazyArray(item_type, count, cur.pos)
+            self._skip_items(cur, item_type, count)
+            return arr
+        raise GGUFError(f"{self.path}: unknown GGUF metadata value type {vtype}")
+
+    def _skip_items(self, cur: _Cursor, item_type: int, count: int) -> None:
+        """Move past `count` array items. Arrays of arrays (which `_decode_array` refuses)
+        are walked with a stack of (item type, items left), to MAX_ARRAY_DEPTH levels."""
+        stack = [(item_type, count)]
+        while stack:
+            item_type, count = stack.pop()
             if item_type == _STRING:
                 cur.skip_strings(count)
             elif item_type in _SCALAR_FORMATS:
                 cur.take(count * struct.calcsize(_SCALAR_FORMATS[item_type][1]))
-            else:
-                return [self._read_value(cur, item_type) for _ in range(count)]
-            return arr
-        raise GGUFError(f"{self.path}: unknown GGUF metadata value type {vtype}")
+            elif item_type != _ARRAY:
+                if count:
+                    raise GGUFError(f"{self.path}: unknown GGUF array item type {item_type}")
+            elif count:
+                if len(stack) >= MAX_ARRAY_DEPTH:
+                    raise GGUFError(f"{self.path}: GGUF arrays nested too deeply")
+                stack.append((_ARRAY, count - 1))
+                stack.append((cur.u32(), cur.u64()))
 
     def _read_tensor_info(self, cur: _Cursor) -> tuple[str, tuple[int, ...], QuantType, int]:
         name = cur.string()
@@ -240,6 +270,8 @@ class GGUFFile:
         if n_dims > 4:
             raise GGUFError(f"{self.path}: tensor {name!r} has {n_dims} dimensions (max 4)")
         ne = [cur.u64() for _ in range(n_dims)]
+        if any(n > MAX_DIMENSION for n in ne):
+            raise GGUFError(f"{self.path}: tensor {name!r} has a dimension of {max(ne)}")
         type_id = cur.u32()
         if type_id not in QUANT_TYPES:
             raise GGUFError(

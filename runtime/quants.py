@@ -11,6 +11,7 @@ float32 output and a few MiB of temporaries, not several copies of itself.
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +40,7 @@ class QuantType:
             raise ValueError(
                 f"{self.name}: row length {shape[-1]} is not a multiple of {self.block_size}"
             )
-        n = int(np.prod(shape, dtype=np.int64))
-        return n // self.block_size * self.type_size
+        return math.prod(shape) // self.block_size * self.type_size
 
     def dequantize(self, raw: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Decode raw bytes (uint8) to a float32 array of `shape`."""

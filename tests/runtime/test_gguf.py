@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import gguf
@@ -65,6 +66,61 @@ def test_truncated_file(tmp_path: Path, keep: float) -> None:
     cut.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(GGUFError, match="truncated"):
         GGUFFile.open(cut)
+
+
+def _hostile_gguf(kvs: list[bytes], tensors: list[bytes] = ()) -> bytes:
+    """A GGUF v3 header of raw key/value pairs and tensor infos, then 4 KiB of zeros."""
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    return head + b"".join(kvs) + b"".join(tensors) + bytes(4096)
+
+
+def _text(value: bytes) -> bytes:
+    return struct.pack("<Q", len(value)) + value
+
+
+def _key(name: str, vtype: int, value: bytes) -> bytes:
+    return _text(name.encode()) + struct.pack("<I", vtype) + value
+
+
+def _tensor(dims: list[int]) -> bytes:
+    ne = b"".join(struct.pack("<Q", n) for n in dims)
+    return _text(b"w") + struct.pack("<I", len(dims)) + ne + struct.pack("<IQ", 0, 0)
+
+
+ARCH = _key("general.architecture", 8, _text(b"llama"))
+HOSTILE_HEADERS = {
+    "alignment 0": ([ARCH, _key("general.alignment", 4, struct.pack("<I", 0))], []),
+    "alignment 3": ([ARCH, _key("general.alignment", 4, struct.pack("<I", 3))], []),
+    "alignment text": ([ARCH, _key("general.alignment", 8, _text(b"x"))], []),
+    "alignment array": ([ARCH, _key("general.alignment", 9, struct.pack("<IQI", 4, 1, 32))], []),
+    "arrays 5000 deep": (
+        [ARCH, _key("k", 9, struct.pack("<IQ", 9, 1) * 5000 + struct.pack("<IQ", 4, 0))],
+        [],
+    ),
+    "elements wrap to 0 in int64": ([ARCH], [_tensor([1 << 32, 1 << 32])]),
+    "elements wrap negative": ([ARCH], [_tensor([1, (1 << 63) + 32])]),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_HEADERS)
+def test_hostile_header_is_a_gguf_error(tmp_path: Path, case: str) -> None:
+    """Each once crashed the reader (ZeroDivisionError, TypeError, RecursionError: a 500)
+    or was accepted with a tensor of 0 or negative bytes that views the whole file."""
+    path = tmp_path / "hostile.gguf"
+    path.write_bytes(_hostile_gguf(*HOSTILE_HEADERS[case]))
+    with pytest.raises(GGUFError):
+        GGUFFile.open(path).close()
+
+
+def test_nested_arrays_are_skipped_and_refused_when_read(tmp_path: Path) -> None:
+    nested = struct.pack("<IQ", 9, 2) + struct.pack("<IQI", 4, 1, 7) + struct.pack("<IQ", 8, 0)
+    path = tmp_path / "nested.gguf"
+    path.write_bytes(_hostile_gguf([ARCH, _key("k", 9, nested)]))
+    with GGUFFile.open(path) as f:
+        assert f.metadata["general.architecture"] == "llama"
+        assert f.metadata.array_length("k") == 2
+        with pytest.raises(GGUFError, match="nested arrays"):
+            f.metadata["k"]
 
 
 def test_unsupported_type_is_named() -> None:
