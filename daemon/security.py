@@ -109,9 +109,11 @@ def refuse_local_files(request: web.Request, what: str, *specs: str | None) -> N
 
 
 def token_matches(request: web.Request, token: str) -> bool:
+    """Bytes that are not UTF-8 reach us as surrogates (aiohttp's surrogateescape): they are
+    compared as the bytes sent, so they are a wrong token, not an encoding error (a 500)."""
     scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
+        given.strip().encode("utf-8", "surrogateescape"), token.encode()
     )
 
 

@@ -79,6 +79,14 @@ def test_tcp_requests_need_the_token(guarded: tuple[Daemon, int]) -> None:
     assert status == 200 and json.loads(body)["version"]
 
 
+def test_a_token_that_is_not_utf8_is_a_wrong_token(guarded: tuple[Daemon, int]) -> None:
+    """It was a 500 (UnicodeEncodeError in the check) with a traceback in the log."""
+    _, port = guarded
+    status, body, _ = tcp(port, "GET", "/api/version", Authorization=b"Bearer \xff\xfe")  # type: ignore[arg-type]
+    assert status == 401
+    assert error_of(body).startswith("missing or wrong API token")
+
+
 def test_the_unix_socket_needs_no_token(guarded: tuple[Daemon, int]) -> None:
     daemon, _ = guarded
     assert daemon.client.version()
