@@ -43,7 +43,7 @@ ROUTE_TABLES = (
     routes_create.routes,
     routes_openai.routes,
 )
-MAX_REQUEST_BYTES = 64 * 1024 * 1024  # long conversations; blob uploads stream, unbounded
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # long conversations; blob uploads stream (to a disk floor)
 
 
 def create_app(config: DaemonConfig, *, loader: Loader = load_engine) -> web.Application:

@@ -35,6 +35,8 @@ DEFAULT_MAX_LOADED = 3  # Ollama's default for CPU inference; memory usually dec
 DEFAULT_MAX_QUEUE = 512  # Ollama's OLLAMA_MAX_QUEUE
 DEFAULT_IDLE_TIMEOUT = 75.0  # seconds: aiohttp's keep-alive before 3.12 (it is an hour now)
 DEFAULT_NUM_PARALLEL = 4  # as Ollama since 0.2 where memory allows: batched decoding makes it pay
+DEFAULT_MIN_FREE_DISK = 1 << 30  # an upload never fills the disk the user's other programs need
+ENV_MIN_FREE_DISK = "CORRAL_MIN_FREE_DISK"
 ENV_TOKEN = "CORRAL_API_TOKEN"
 ENV_ORIGINS = "CORRAL_ORIGINS"
 
@@ -101,6 +103,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a connection idle before or between requests, or stuck in a request's headers, "
         "for this long is closed",
     ),
+    Setting(
+        ENV_MIN_FREE_DISK,
+        "1GiB",
+        "disk space an upload (POST /api/blobs) leaves free in CORRAL_HOME; "
+        "one that would take it is refused with 507",
+    ),
     Setting("CORRAL_DEBUG", "0", "log at debug level"),
 )
 
@@ -119,6 +127,7 @@ class DaemonConfig:
     num_parallel: int = DEFAULT_NUM_PARALLEL
     max_queue: int = DEFAULT_MAX_QUEUE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds
+    min_free_disk: int = DEFAULT_MIN_FREE_DISK  # bytes an upload leaves free
     debug: bool = False
 
     @classmethod
@@ -139,6 +148,7 @@ class DaemonConfig:
             num_parallel=_read(environ, "CORRAL_NUM_PARALLEL", _positive_int, DEFAULT_NUM_PARALLEL),
             max_queue=_read(environ, "CORRAL_MAX_QUEUE", _queue_size, DEFAULT_MAX_QUEUE),
             idle_timeout=_read(environ, "CORRAL_IDLE_TIMEOUT", _timeout, DEFAULT_IDLE_TIMEOUT),
+            min_free_disk=_read(environ, ENV_MIN_FREE_DISK, _disk_size, DEFAULT_MIN_FREE_DISK),
             debug=_read(environ, "CORRAL_DEBUG", _flag, False),
         )
         config.check_exposure()
@@ -153,6 +163,12 @@ class DaemonConfig:
                 f"{ENV_TOKEN} to a secret that clients send as 'Authorization: Bearer <token>', "
                 "or listen on 127.0.0.1"
             )
+
+
+def _disk_size(text: str) -> int:
+    if text.endswith("%"):
+        raise ValueError("use a size like 1GB or 512MiB")
+    return parse_size(text)
 
 
 def is_loopback(host: str) -> bool:

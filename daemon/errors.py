@@ -16,6 +16,7 @@ from corral.client.api import ErrorResponse, WireError
 from corral.registry.errors import (
     CorralError,
     CorruptModel,
+    DiskFull,
     InvalidName,
     ModelNotFound,
     PullCancelled,
@@ -51,6 +52,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (UnsupportedArchitecture, 422),
     (TemplateError, 422),  # the model's chat template fails to render
     (GoTemplateError, 422),  # ... or its Go template (a Modelfile's, a request's)
+    (DiskFull, 507),  # Insufficient Storage: an upload would fill the store's disk
     (PullCancelled, CLIENT_CLOSED),
     (SourceUnreachable, 502),  # a hub or index that cannot be reached right now
     (SourceError, 400),  # a source without the model: unknown package, missing file

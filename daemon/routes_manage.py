@@ -26,6 +26,7 @@ from corral.daemon.routes_models import details_of
 from corral.daemon.slots import LoadedInfo
 from corral.daemon.state import STATE
 from corral.daemon.wire_io import json_response, read_request
+from corral.registry.blobs import check_room
 from corral.registry.errors import CorruptModel
 from corral.registry.store import InstalledModel
 
@@ -72,11 +73,16 @@ async def blob_upload_handler(request: web.Request) -> web.Response:
     blobs = state.store.blobs
     if await asyncio.to_thread(blobs.exists, digest):
         return web.Response(status=200)
+    keep_free = state.config.min_free_disk
+    # a declared length that does not fit is refused before a byte is written
+    await asyncio.to_thread(check_room, blobs.root, request.content_length or 0, keep_free)
     body = _BodyReader(request, asyncio.get_running_loop())
     with state.cancellable() as cancel:
 
         def put() -> str:
-            return blobs.put_stream(body, expected=digest, cancel=cancel, what="the upload")
+            return blobs.put_stream(
+                body, expected=digest, cancel=cancel, what="the upload", keep_free=keep_free
+            )
 
         try:
             await asyncio.get_running_loop().run_in_executor(state.workers, put)

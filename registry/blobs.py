@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from corral.registry.errors import CorruptModel, PullCancelled
+from corral.registry.errors import CorruptModel, DiskFull, PullCancelled
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,17 @@ def digest_of(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return f"sha256:{h.hexdigest()}"
+
+
+def check_room(folder: Path, incoming: int, keep_free: int) -> None:
+    """DiskFull unless `incoming` more bytes leave at least `keep_free` bytes free."""
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    if free - incoming < keep_free:
+        raise DiskFull(
+            f"not enough disk space for {incoming or 'more'} bytes: {free >> 20} MiB free in "
+            f"{folder}, of which {keep_free >> 20} MiB is kept free"
+        )
 
 
 def fsync_dir(path: Path) -> None:
@@ -93,15 +104,17 @@ class BlobStore:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
         what: str = "download",
+        keep_free: int = 0,
     ) -> str:
         """Copy `stream` into a new blob and return its digest (pinned: see `unpin`).
 
         `expected` is a digest to verify before the blob becomes visible; `check`
-        validates the complete temporary file (e.g. that it is a GGUF).
+        validates the complete temporary file (e.g. that it is a GGUF). With `keep_free`,
+        a stream that would leave less disk space free stops with DiskFull.
         """
         tmp = self.root / f"tmp-{uuid.uuid4().hex}"
         try:
-            actual = _copy_hashing(stream, tmp, progress, cancel)
+            actual = _copy_hashing(stream, tmp, progress, cancel, keep_free)
             if expected is not None and actual != expected:
                 raise CorruptModel(
                     f"{what} is corrupt: sha256 mismatch (expected {expected}, got {actual})"
@@ -203,6 +216,7 @@ def _copy_hashing(
     dest: Path,
     progress: Progress | None,
     cancel: threading.Event | None,
+    keep_free: int = 0,
 ) -> str:
     """Write `stream` to `dest` (fsynced), return the sha256 digest of what was written."""
     h = hashlib.sha256()
@@ -211,6 +225,8 @@ def _copy_hashing(
         while chunk := stream.read(CHUNK):
             if cancel is not None and cancel.is_set():
                 raise PullCancelled()
+            if keep_free:
+                check_room(dest.parent, len(chunk), keep_free)
             h.update(chunk)
             out.write(chunk)
             done += len(chunk)

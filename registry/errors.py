@@ -75,6 +75,10 @@ class PullCancelled(CorralError):
         super().__init__(message)
 
 
+class DiskFull(CorralError):
+    """Writing would leave the store's disk with less free space than it keeps free."""
+
+
 def io_error(doing: str, error: OSError) -> CorralError:
     """One line for an OSError: what was being done, the system's reason, which file; a
     full disk (or a file size limit) says where room is needed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import socket
@@ -237,3 +238,24 @@ def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path) 
         with half, idle:
             half.sendall(b"GET /api/tags HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no end of headers
             assert half.recv(100) == b"" and idle.recv(100) == b""  # closed by the daemon
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused(tmp_path: Path) -> None:
+    """POST /api/blobs wrote any body until the disk was full (a 500 then, the user's other
+    programs out of space meanwhile); it leaves CORRAL_MIN_FREE_DISK free, here more than
+    any disk has, so every upload is a 507, with or without a declared length."""
+    data = b"x" * 4096
+    path = f"/api/blobs/sha256:{hashlib.sha256(data).hexdigest()}"
+    with Daemon.start_in(tmp_path / "home", CORRAL_MIN_FREE_DISK="1000000TB") as daemon:
+        for chunked in (False, True):
+            conn = daemon.connection()
+            try:
+                body = iter([data]) if chunked else data
+                conn.request("POST", path, body=body, encode_chunked=chunked)
+                response = conn.getresponse()
+                status, answer = response.status, response.read()
+            finally:
+                conn.close()
+            assert status == 507
+            assert error_of(answer).startswith("not enough disk space")
+        assert not list((tmp_path / "home" / "blobs").iterdir())
