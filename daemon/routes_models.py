@@ -43,7 +43,7 @@ from corral.registry.modelfile_render import to_classic, to_yaml
 from corral.registry.pull import PullProgress, pull
 from corral.registry.store import InstalledModel
 from corral.runtime.chat_template import PLAIN_TEMPLATE
-from corral.runtime.gguf import GGUFFile
+from corral.runtime.gguf import GGUFFile, GGUFMetadata
 from corral.runtime.tokenizer.vocab import has_fill_in_middle
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ routes = web.RouteTableDef()
 BULKY_KEYS = frozenset(
     f"tokenizer.ggml.{k}" for k in ("tokens", "merges", "token_type", "scores", "added_tokens")
 )
+# Arrays longer than this are null unless `verbose` asks for the vocabulary's (Ollama's
+# rule), and longer than the largest vocabularies never: an uploaded file's array of
+# millions of items would cost ~20 bytes of memory per byte of file to send.
+SHOWN_ITEMS = 4096
+SHOWN_ITEMS_VERBOSE = 1 << 20
 HIDDEN_KEYS = frozenset({"tokenizer.chat_template"})  # sent as `template` instead
 PARAMETER_NAME_WIDTH = 30  # Ollama's `%-30s` in /api/show's parameters
 # /api/show's `modelfile_format` -> how the Modelfile is written (Ollama's clients: classic)
@@ -192,13 +197,23 @@ def capabilities_of(metadata: Mapping[str, Any], template: str | None) -> tuple[
     return ("completion", "insert") if inserts else ("completion",)
 
 
+def _too_long(metadata: GGUFMetadata, key: str, verbose: bool) -> bool:
+    """Whether /api/show leaves the value of `key` out (null): the vocabulary's bulky
+    arrays unless `verbose`, and any array past the limits."""
+    if key in BULKY_KEYS and not verbose:
+        return True
+    length = metadata.array_length(key) if metadata.is_array(key) else 0
+    limit = SHOWN_ITEMS_VERBOSE if verbose or key in BULKY_KEYS else SHOWN_ITEMS
+    return length > limit
+
+
 def _model_info(model: InstalledModel, verbose: bool) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The GGUF's metadata (bulky vocabulary arrays only when `verbose`) and what the model
     can do."""
     info: dict[str, Any] = {}
     with GGUFFile.open(model.model_path) as gguf:
         for key in gguf.metadata:
-            if key in BULKY_KEYS and not verbose:
+            if _too_long(gguf.metadata, key, verbose):
                 info[key] = None
                 continue
             value = gguf.metadata[key]

@@ -152,6 +152,9 @@ class GGUFMetadata(Mapping[str, Any]):
         value = self._raw[key]
         return value.count if isinstance(value, _LazyArray) else len(value)
 
+    def is_array(self, key: str) -> bool:
+        return isinstance(self._raw[key], _LazyArray | list | tuple)
+
     def _decode_array(self, arr: _LazyArray) -> list[Any] | np.ndarray:
         if arr.item_type == _STRING:
             out: list[str] = []

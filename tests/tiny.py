@@ -7,7 +7,7 @@ and a ChatML chat template, so every part of the pipeline runs for real.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import gguf
@@ -66,6 +66,7 @@ def write_tiny_llama(
     chat_template: str | None = CHATML_TEMPLATE,
     add_bos: bool = False,
     pre: str = "gpt2",
+    extra_arrays: Mapping[str, Sequence[int]] | None = None,
 ) -> Path:
     """Write a tiny llama GGUF to `path`; 2-D weights use `weight_type` (F32, F16, Q8_0, ...).
 
@@ -76,7 +77,8 @@ def write_tiny_llama(
 
     `specials` are the control tokens (ids 0.., BOS = 0, EOS = 2, so at least three),
     `chat_template` the template stored (None: none), `add_bos` the tokenizer's flag, `pre`
-    the pre-tokenizer name (llama.cpp knows "gpt-2", not corral's alias "gpt2").
+    the pre-tokenizer name (llama.cpp knows "gpt-2", not corral's alias "gpt2"),
+    `extra_arrays` more metadata keys holding integer arrays.
     """
     rng = np.random.default_rng(seed)
     tokens, types, merges = tiny_vocab(specials)
@@ -103,6 +105,8 @@ def write_tiny_llama(
     writer.add_add_bos_token(add_bos)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    for key, values in (extra_arrays or {}).items():
+        writer.add_array(key, list(values))
 
     qtype = gguf.GGMLQuantizationType[weight_type]
 

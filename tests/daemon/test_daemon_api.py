@@ -203,3 +203,17 @@ def test_show_puts_a_chats_system_and_options_in_the_modelfile(daemon: Daemon, t
     assert "PARAMETER top_k 7" in shown.modelfile and "top_k" not in shown.parameters
     plain = daemon.client.show(tiny)
     assert "Be a pirate." not in plain.modelfile and "top_k" not in plain.modelfile
+
+
+def test_show_leaves_out_arrays_too_long_to_send(daemon: Daemon, tmp_path: Path) -> None:
+    """An uploaded file's array of millions of items cost ~20 bytes of daemon memory per
+    byte of file to send; long arrays are null, as the vocabulary's are without verbose."""
+    arrays = {"test.short": range(10), "test.long": range(5000), "test.huge": range(1_100_000)}
+    path = write_tiny_llama(tmp_path / "arrays.gguf", extra_arrays=arrays)
+    daemon.client.pull(str(path), stream=False)
+    plain = daemon.client.show("arrays").model_info
+    assert plain["test.short"] == list(range(10))
+    assert plain["test.long"] is None and plain["test.huge"] is None
+    verbose = daemon.client.show("arrays", verbose=True).model_info
+    assert verbose["test.long"] == list(range(5000)) and verbose["test.huge"] is None
+    assert len(verbose["tokenizer.ggml.tokens"]) > 0
