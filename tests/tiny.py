@@ -67,6 +67,7 @@ def write_tiny_llama(
     add_bos: bool = False,
     pre: str = "gpt2",
     extra_arrays: Mapping[str, Sequence[int]] | None = None,
+    misstated: Mapping[str, int] | None = None,
 ) -> Path:
     """Write a tiny llama GGUF to `path`; 2-D weights use `weight_type` (F32, F16, Q8_0, ...).
 
@@ -78,19 +79,28 @@ def write_tiny_llama(
     `specials` are the control tokens (ids 0.., BOS = 0, EOS = 2, so at least three),
     `chat_template` the template stored (None: none), `add_bos` the tokenizer's flag, `pre`
     the pre-tokenizer name (llama.cpp knows "gpt-2", not corral's alias "gpt2"),
-    `extra_arrays` more metadata keys holding integer arrays.
+    `extra_arrays` more metadata keys holding integer arrays, `misstated` hyper-parameters
+    written with another value than the tensors have (`llama.<key>` -> value).
     """
     rng = np.random.default_rng(seed)
     tokens, types, merges = tiny_vocab(specials)
     head_dim = d_model // n_heads
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny-llama")
+    stated = {
+        "context_length": context_length,
+        "embedding_length": d_model,
+        "feed_forward_length": d_ff,
+        "attention.head_count": n_heads,
+        "attention.head_count_kv": n_kv_heads,
+        **(misstated or {}),
+    }
     writer.add_block_count(n_layers)
-    writer.add_context_length(context_length)
-    writer.add_embedding_length(d_model)
-    writer.add_feed_forward_length(d_ff)
-    writer.add_head_count(n_heads)
-    writer.add_head_count_kv(n_kv_heads)
+    writer.add_context_length(stated["context_length"])
+    writer.add_embedding_length(stated["embedding_length"])
+    writer.add_feed_forward_length(stated["feed_forward_length"])
+    writer.add_head_count(stated["attention.head_count"])
+    writer.add_head_count_kv(stated["attention.head_count_kv"])
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)

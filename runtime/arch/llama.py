@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope, rotation, silu
+from corral.runtime.arch.shapes import check_shapes
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import Attention, BatchKV, KVCache, KVPool, SegmentKV, SequenceKV
@@ -174,9 +175,11 @@ class Llama:
     def from_gguf(cls, gguf: GGUFFile) -> Llama:
         arch = str(gguf.metadata["general.architecture"])
         config = cls.config_type.from_gguf(gguf, arch)
-        missing = [n for n in cls.required_tensors(config) if n not in gguf.tensors]
+        required = cls.required_tensors(config)
+        missing = [n for n in required if n not in gguf.tensors]
         if missing:
             raise GGUFError(f"{gguf.path}: missing tensors for {arch}: {', '.join(missing[:5])}")
+        check_shapes(gguf, [*required, "output.weight"], config, arch)
         return cls(config, cls.load_weights(gguf, config))
 
     @classmethod

@@ -26,7 +26,7 @@ from corral.runtime.arch.qwen2 import Qwen2
 from corral.runtime.arch.qwen3 import Qwen3
 from corral.runtime.gguf import GGUFError, GGUFFile
 from llamacpp_ref import EXACT, LlamaCpp
-from tiny import tiny_vocab
+from tiny import tiny_vocab, write_tiny_llama
 from tiny_archs import ArchSpec, TinyShape, write_tiny_arch
 
 VOCAB = len(tiny_vocab()[0])
@@ -126,6 +126,26 @@ def test_missing_arch_tensors_are_named(tmp_path: Path) -> None:
         load(path)
     path = write_tiny_arch(tmp_path / "g.gguf", "gemma3", spec=ArchSpec(qk_norm=True))
     with pytest.raises(GGUFError, match=r"missing tensors for gemma3: blk\.0\.post_attention"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("misstated", "problem"),
+    [
+        ({"attention.head_count": 3}, r"tensor blk\.0\.attn_q\.weight has shape \(64, 64\) "),
+        ({"attention.head_count_kv": 3}, r"tensor blk\.0\.attn_k\.weight has shape"),
+        ({"embedding_length": 65}, r"tensor token_embd\.weight has shape \(\d+, 64\)"),
+        ({"feed_forward_length": 100}, r"tensor blk\.0\.ffn_gate\.weight has shape"),
+        ({"context_length": 0}, r"llama\.context_length must be positive"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_tensors_is_refused_at_load(
+    tmp_path: Path, misstated: dict[str, int], problem: str
+) -> None:
+    """Not a reshape error mid-generation (head counts), nor a model that runs wrongly
+    (an embedding length or FFN width the matrices do not have)."""
+    path = write_tiny_llama(tmp_path / "bad.gguf", misstated=misstated)
+    with pytest.raises(GGUFError, match=problem):
         load(path)
 
 
