@@ -18,11 +18,16 @@ from corral.client.api import (
     parse_duration,
 )
 from corral.daemon.embedding import check_dimensions, embed_texts, floats, normalized
+from corral.daemon.errors import RequestError
 from corral.daemon.settings import settings_for
 from corral.daemon.state import STATE, DaemonState
 from corral.daemon.wire_io import json_response, read_request
 
 routes = web.RouteTableDef()
+
+# Texts one /api/embed request may hold (OpenAI's limit): 100,000 one-word inputs fit the
+# body limit, and their answer would be a JSON document of gigabytes built in memory.
+MAX_INPUTS = 2048
 
 
 @routes.post("/api/embed")
@@ -50,6 +55,11 @@ async def embeddings_handler(request: web.Request) -> web.Response:
 
 async def embed_answer(state: DaemonState, req: EmbedRequest, started: int) -> EmbedResponse:
     check_dimensions(req.dimensions)
+    if len(req.inputs) > MAX_INPUTS:
+        raise RequestError(
+            f"'input' has {len(req.inputs)} texts, more than the {MAX_INPUTS} one request "
+            "may embed: send them in several requests"
+        )
     model = await state.resolve(req.model)
     settings = settings_for(req.options, model.manifest, state.config.num_ctx)
     keep_alive = None if req.keep_alive is None else parse_duration(req.keep_alive)

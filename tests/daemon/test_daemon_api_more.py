@@ -57,6 +57,7 @@ def test_empty_embed_input_loads_the_model(daemon: Daemon, tiny: str) -> None:
         ({"input": ["ok", ""]}, "input 1 is empty: there is nothing to embed"),
         ({"input": "x", "dimensions": 0}, "'dimensions' must be 1 or more, got 0"),
         ({"input": "x", "keep_alive": "soon"}, "invalid duration 'soon'"),
+        ({"input": ["a"] * 2049}, "'input' has 2049 texts, more than the 2048 one request"),
     ],
 )
 def test_bad_embed_requests_are_400(daemon: Daemon, tiny: str, body: dict, message: str) -> None:
