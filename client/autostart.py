@@ -54,6 +54,7 @@ def autostart_allowed(environ: Mapping[str, str] = os.environ) -> bool:
 def start_daemon(home: Path, socket_path: Path, environ: Mapping[str, str]) -> subprocess.Popen:
     """Launch `corral serve` detached, serving `socket_path`, logging under `home`."""
     log_path = home / LOG_NAME
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # private, as the daemon makes it
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _rotate(log_path)
     env = {**environ, ENV_SOCKET: str(socket_path)}

@@ -38,8 +38,9 @@ class ServeError(Exception):
 
 @contextlib.contextmanager
 def claim_home(home: Path) -> Iterator[None]:
-    """Hold the home's lock and pid file while the daemon runs."""
-    home.mkdir(parents=True, exist_ok=True)
+    """Hold the home's lock and pid file while the daemon runs. A home made here is
+    private to its user (0700): manifests hold system prompts and saved chats."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(home / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

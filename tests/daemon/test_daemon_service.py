@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import stat
 from pathlib import Path
 
 import pytest
 
+from corral.daemon.service import claim_home
 from serving import Daemon, corral_cli, daemon_env
 from tiny import write_tiny_llama
 
@@ -182,3 +184,16 @@ def test_killing_the_daemon_mid_generation_leaves_a_store_the_next_daemon_serves
         assert store_files(home) == before
     finally:
         daemon.close()
+
+
+def test_a_home_the_daemon_makes_is_private(tmp_path: Path, socket_dir: Path) -> None:
+    """Manifests hold system prompts and chats kept with /save: a home corral creates,
+    whether the client's autostart or `corral serve` makes it, is its user's alone."""
+    env = daemon_env(tmp_path / "fresh", socket_dir / "corral.sock")
+    assert corral_cli(env, "list").returncode == 0  # starts a daemon in a new home
+    try:
+        assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+    finally:
+        assert corral_cli(env, "serve", "--stop").returncode == 0
+    with claim_home(tmp_path / "served"):
+        assert stat.S_IMODE((tmp_path / "served").stat().st_mode) == 0o700
