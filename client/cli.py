@@ -7,7 +7,6 @@ and a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import dataclasses
 import http.client
@@ -21,7 +20,15 @@ from typing import Any, Protocol, TypeVar
 import click
 
 from corral.client import provision as provisioning
-from corral.client.api import ProcessResponse, ProgressResponse, Wire, WireError, parse_time
+from corral.client.api import (
+    ProcessResponse,
+    ProgressResponse,
+    Wire,
+    WireError,
+    decode_modelfile,
+    parse_time,
+)
+from corral.client.arguments import as_utf8, quoted_argument
 from corral.client.autostart import AutostartError, ensure_running
 from corral.client.format import (
     human_bytes,
@@ -68,7 +75,7 @@ class CorralGroup(click.Group):
         except FAILURES as e:
             raise click.ClickException(str(e)) from None
         except UnicodeEncodeError as e:  # an argument with bytes that are not UTF-8
-            raise click.ClickException(f"{_quoted_around(e)} is not valid UTF-8") from None
+            raise click.ClickException(f"{quoted_argument(e)} is not valid UTF-8") from None
         except BrokenPipeError:  # our own output closed (`corral run ... | head`): done
             _silence_stdout()
             raise click.exceptions.Exit(0) from None
@@ -77,21 +84,6 @@ class CorralGroup(click.Group):
         except KeyboardInterrupt:
             click.echo(err=True)
             raise click.exceptions.Exit(INTERRUPTED) from None
-
-
-def _quoted_around(e: UnicodeEncodeError) -> str:
-    """The quoted string (a JSON value) holding the characters that could not be encoded,
-    the bytes Python kept as lone surrogates written as \\xNN."""
-    start = e.object.rfind('"', 0, e.start) + 1
-    end = e.object.find('"', e.end)
-    text = e.object[start : end if end >= 0 else None]
-    return "'" + "".join(_escaped(c) for c in text) + "'"
-
-
-def _escaped(char: str) -> str:
-    if "\udc80" <= char <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
-        return f"\\x{ord(char) - 0xDC00:02x}"
-    return char if not "\ud800" <= char <= "\udfff" else f"\\u{ord(char):04x}"
 
 
 def _silence_stdout() -> None:
@@ -234,7 +226,7 @@ def create(model: str, path: str, quantize: str | None) -> None:
     """Create a model from a Modelfile."""
     file = Path(os.path.abspath(os.path.expanduser(path)))
     try:
-        text = modelfile_text(file.read_bytes())
+        text = decode_modelfile(file.read_bytes())
     except FileNotFoundError:
         raise click.ClickException(f"Modelfile {path} not found: name one with -f FILE") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -358,21 +350,6 @@ def follow_progress(events: Iterator[ProgressResponse]) -> None:
             display.update(last)
     if last is not None and last.status == "success":
         click.echo("success", err=True)
-
-
-def modelfile_text(data: bytes) -> str:
-    """A Modelfile's bytes as text, as Ollama reads them: UTF-8, or UTF-16 when a byte
-    order mark says so (Windows PowerShell writes `ollama show --modelfile > Modelfile`
-    in UTF-16)."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16")
-    return data.decode("utf-8")
-
-
-def as_utf8(text: str) -> str:
-    """An argument as UTF-8 text: bytes that are not UTF-8 (which Python keeps as lone
-    surrogates, unsendable) become U+FFFD, as Ollama's JSON makes them."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def ensure_installed(client: Client, model: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from corral.runtime.arch import architecture
@@ -31,6 +32,9 @@ for _power, _letter in enumerate("kmgt", start=1):
     _UNITS |= {f"{_letter}i": 1024**_power, f"{_letter}ib": 1024**_power}
 
 
+Estimate = Callable[[Path, int, int], int]  # (path, num_ctx, num_parallel) -> bytes
+
+
 def estimate_model_bytes(path: Path, num_ctx: int, num_parallel: int = 1) -> int:
     """Bytes the model at `path` takes once loaded with `num_parallel` sessions of `num_ctx`."""
     with GGUFFile.open(path) as gguf:
@@ -42,6 +46,19 @@ def estimate_model_bytes(path: Path, num_ctx: int, num_parallel: int = 1) -> int
     n_ctx = min(num_ctx, config.context_length)
     per_token = 2 * config.n_layers * config.n_kv_heads * config.head_dim * FLOAT32_BYTES
     return weights + num_parallel * n_ctx * per_token
+
+
+def fitting_slots(
+    estimate: Estimate, path: Path, num_ctx: int, num_parallel: int, budget: int | None
+) -> tuple[int, int]:
+    """(bytes, slots): the most requests at once, up to `num_parallel`, whose KV caches
+    with the weights fit `budget` (None: no budget), and the bytes that takes; slots is
+    0, with the bytes of one, when not even one fits."""
+    for slots in range(num_parallel, 0, -1):
+        size = estimate(path, num_ctx, slots)
+        if budget is None or size <= budget:
+            return size, slots
+    return size, 0
 
 
 def physical_memory() -> int:

@@ -117,8 +117,8 @@ def render(
     source = template or manifest.template
     if source is None:
         return engine.render_chat(conversation, add_generation_prompt=True)
-    if go_template(source) is not None:
-        return go_template(source).render(conversation)  # type: ignore[union-attr]
+    if (go := go_template(source)) is not None:
+        return go.render(conversation)
     own = engine.template
     jinja = ChatTemplate(source, bos_token=own.bos_token, eos_token=own.eos_token)
     return jinja.render(conversation, add_generation_prompt=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from corral.client.api import CreateRequest, ProgressResponse
+from corral.client.api import CreateRequest, ProgressResponse, decode_modelfile
 from corral.daemon.errors import RequestError
 from corral.daemon.security import refuse_local_files
 from corral.daemon.state import STATE, DaemonState
@@ -31,7 +31,7 @@ from corral.daemon.wire_io import (
 from corral.daemon.worker import Emit, events_from_thread
 from corral.registry.create import create
 from corral.registry.modelfile import REFUSED, Modelfile
-from corral.registry.modelfile_parse import decode_modelfile, parse_modelfile
+from corral.registry.modelfile_parse import parse_modelfile
 from corral.registry.names import ModelName
 from corral.registry.progress import PullProgress
 

@@ -30,13 +30,14 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 from corral.daemon.batcher import Batcher
 from corral.daemon.config import DEFAULT_MAX_QUEUE
 from corral.daemon.errors import RequestError
-from corral.daemon.memory import estimate_model_bytes, human_size
+from corral.daemon.memory import Estimate, estimate_model_bytes, fitting_slots, human_size
 from corral.daemon.os_limits import release_free_memory
 from corral.daemon.slots import Lease, LoadedInfo, LoadedModel, LoadKey, SlotPool
 from corral.runtime.engine import Engine
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Loader = Callable[[Path, int], Engine]
-Estimator = Callable[[Path, int, int], int]  # (path, num_ctx, num_parallel) -> bytes
 TOO_LARGE = 507  # Insufficient Storage: the model cannot fit in the memory budget
 BUSY = 503
 
@@ -68,7 +68,7 @@ class Scheduler:
         max_memory: int | None = None,  # bytes; None: no limit
         max_queue: int = DEFAULT_MAX_QUEUE,
         loader: Loader = load_engine,
-        estimator: Estimator = estimate_model_bytes,
+        estimator: Estimate = estimate_model_bytes,
     ) -> None:
         self.default_keep_alive = default_keep_alive
         self.max_loaded = max_loaded
@@ -315,23 +315,24 @@ class Scheduler:
         """The memory a copy needs and how many requests it serves at once:
         CORRAL_NUM_PARALLEL, or fewer when CORRAL_MAX_MEMORY holds only fewer (each
         request's KV cache counts), as Ollama falls back to one."""
-        for slots in range(self.num_parallel, 0, -1):
-            size = await _reading(name, self._estimator, path, key.num_ctx, slots)
-            if self.max_memory is None or size <= self.max_memory:
-                if slots < self.num_parallel:
-                    log.warning(
-                        "%s: %d requests at once, not CORRAL_NUM_PARALLEL=%d: CORRAL_MAX_MEMORY "
-                        "(%s) holds no more with num_ctx %d",
-                        name, slots, self.num_parallel, human_size(self.max_memory or 0),
-                        key.num_ctx,
-                    )  # fmt: skip
-                return size, slots
-        raise RequestError(
-            f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx}, "
-            f"more than CORRAL_MAX_MEMORY allows ({human_size(self.max_memory or 0)}): raise "
-            "CORRAL_MAX_MEMORY, or lower num_ctx if the weights fit",
-            TOO_LARGE,
+        fit = partial(fitting_slots, self._estimator)
+        size, slots = await _reading(
+            name, fit, path, key.num_ctx, self.num_parallel, self.max_memory
         )
+        if not slots:
+            raise RequestError(
+                f"{name} needs about {human_size(size)} of memory with num_ctx {key.num_ctx}, "
+                f"more than CORRAL_MAX_MEMORY allows ({human_size(self.max_memory or 0)}): "
+                "raise CORRAL_MAX_MEMORY, or lower num_ctx if the weights fit",
+                TOO_LARGE,
+            )
+        if slots < self.num_parallel:
+            log.warning(
+                "%s: %d requests at once, not CORRAL_NUM_PARALLEL=%d: CORRAL_MAX_MEMORY "
+                "(%s) holds no more with num_ctx %d",
+                name, slots, self.num_parallel, human_size(self.max_memory or 0), key.num_ctx,
+            )  # fmt: skip
+        return size, slots
 
     async def _make_room(self, size: int) -> None:
         """Unload idle models (least recently used first) until `size` more bytes fit.
@@ -414,7 +415,7 @@ def _shutting_down() -> RequestError:
     return RequestError("corral is shutting down; try again when it is back", BUSY)
 
 
-async def _reading(name: str, read: Callable[..., T], path: Path, *args: int) -> T:
+async def _reading(name: str, read: Callable[..., T], path: Path, *args: object) -> T:
     """`read(path, *args)` in a worker thread; a blob deleted meanwhile (its last name
     removed while its first request was on its way) is the model not found, a 404."""
     try:

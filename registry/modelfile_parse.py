@@ -8,7 +8,6 @@ unknown parameter 'temprature' (known: stop, temperature, ...)".
 
 from __future__ import annotations
 
-import codecs
 import re
 from pathlib import Path
 
@@ -35,15 +34,6 @@ def is_yaml(text: str) -> bool:
         if stripped and not stripped.startswith("#"):
             return _YAML_HEAD.match(stripped) is not None
     return False
-
-
-def decode_modelfile(data: bytes) -> str:
-    """A Modelfile's bytes as text, as Ollama reads them: UTF-8, or UTF-16 when a byte
-    order mark says so (Windows PowerShell writes `ollama show --modelfile > Modelfile`
-    in UTF-16)."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16")
-    return data.decode("utf-8")
 
 
 def parse_modelfile(

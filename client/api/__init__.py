@@ -60,6 +60,7 @@ from corral.client.api.models import (
     CreateRequest,
     ProcessModelResponse,
     ProcessResponse,
+    decode_modelfile,
 )
 from corral.client.api.values import format_time, now_rfc3339, parse_duration, parse_time
 
@@ -100,6 +101,7 @@ __all__ = [
     "VersionResponse",
     "Wire",
     "WireError",
+    "decode_modelfile",
     "default_home",
     "default_socket_path",
     "format_time",

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from corral.client.api.bodies import Message, ModelDetails
 from corral.client.api.codec import Wire, wire
+
+
+def decode_modelfile(data: bytes) -> str:
+    """A Modelfile's bytes as text, as Ollama reads them: UTF-8, or UTF-16 when a byte
+    order mark says so (Windows PowerShell writes `ollama show --modelfile > Modelfile`
+    in UTF-16). The CLI reads a Modelfile so, and the daemon one named by a bare path."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    return data.decode("utf-8")
 
 
 @wire
