@@ -2,7 +2,8 @@
 
     python bench/bench_batch.py                 # SmolLM2-135M, 1 and 4 streams
     python bench/bench_batch.py model.gguf --streams 1 2 4 8 --runs 3
-    python bench/bench_batch.py --no-split      # batched products on one core only
+    python bench/bench_batch.py --no-bf16       # float32 weights (with the split helper)
+    python bench/bench_batch.py --no-bf16 --no-split  # float32 products on one core
 
 Each stream is its own session with its own prompt; N streams advance together
 through Engine.step (one batched forward pass per token). End-of-generation
@@ -20,6 +21,7 @@ import time
 
 from bench_common import interleaved_rates, source_model
 from corral.runtime.arch import ops
+from corral.runtime.bf16 import Bf16Matrix
 from corral.runtime.engine import Engine
 from corral.runtime.generation import Generation
 from corral.runtime.sampling import SamplerOptions
@@ -72,6 +74,14 @@ def aggregate_rate(engine: Engine, streams: int, n_tokens: int) -> float:
     return produced / (time.perf_counter() - started)
 
 
+def product_kind(engine: Engine) -> str:
+    if any(isinstance(m, Bf16Matrix) for m in engine.model.matrices()):
+        return "bfloat16 weights, compiled kernels on every core"
+    if engine.model.linear is not ops.linear:
+        return "float32 weights, split with a helper process"
+    return "float32 weights, one core"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default="smollm2")
@@ -82,16 +92,22 @@ def main() -> None:
         "--split",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="half of each batched product in a helper process (default: by model size)",
+        help="float32 weights: half of each batched product in a helper process "
+        "(default: by model size)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep a quantized model's matrices as bfloat16 (corral's default)",
     )
     args = parser.parse_args()
     args.model = str(source_model(args.model))
-    engine = Engine.load(args.model, num_ctx=512, split=args.split)
+    engine = Engine.load(args.model, num_ctx=512, split=args.split, bf16=args.bf16)
     engine.tokenizer = NoEndTokenizer(engine.tokenizer)
     aggregate_rate(engine, 1, 8)  # warm up BLAS threads and page in the weights
-    split = engine.model.linear is not ops.linear
     print(f"model: {args.model}\n{args.tokens} tokens per stream, median of {args.runs} rounds")
-    print(f"batched products: {'split with a helper process' if split else 'one core'}")
+    print(f"batched products: {product_kind(engine)}")
     print(f"{'streams':>7} {'aggregate tok/s':>16} {'per stream':>11} {'vs 1 stream':>12}")
 
     def measure(streams: int) -> float:

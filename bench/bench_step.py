@@ -3,11 +3,12 @@
     python bench/bench_step.py                  # SmolLM2-135M, 1 and 4 streams
     python bench/bench_step.py gemma3 --streams 1 2 4 --runs 5
 
-Times every call of the model's `linear` (the weight products; with 2 or more streams
-this includes waiting for the split helper's half) inside `Engine.step`, and prints per
-step: the whole step, the products, the rate at which they read the float32 weights,
-and the rest (norms, RoPE, attention, sampling, bookkeeping). Medians of `--runs`
-rounds, each decoding `--tokens` tokens per stream for every stream count in turn.
+Times every call of the model's `linear` (the weight products; for float32 weights
+with 2 or more streams this includes waiting for the split helper's half) inside
+`Engine.step`, and prints per step: the whole step, the products, the rate at which
+they read the weights (bfloat16 for a quantized model, runtime/bf16.py), and the rest
+(norms, RoPE, attention, sampling, bookkeeping). Medians of `--runs` rounds, each
+decoding `--tokens` tokens per stream for every stream count in turn.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main() -> None:
     for _ in range(args.runs):
         for n in args.streams:
             results[n].append(decode(engine, timed, n, args.tokens))
-    print(f"model: {path}\nfloat32 weights read per step: {weight_bytes / 1e6:.0f} MB")
+    print(f"model: {path}\nweights read per step: {weight_bytes / 1e6:.0f} MB")
     print(f"median of {args.runs} rounds of {args.tokens} steps; ms per step")
     print(f"{'streams':>7} {'step':>7} {'products':>9} {'GB/s':>6} {'rest':>6}")
     for n, runs in results.items():

@@ -1,10 +1,10 @@
 """How much memory a loaded model takes, and how much the daemon may use.
 
-corral's runtime keeps every weight as float32 (NumPy has no fast low-precision
-matmul), so a model's loaded size is 4 bytes per weight, whatever its file's
-quantization, plus one KV cache per parallel slot: for each layer, keys and
-values of `n_kv_heads * head_dim` float32 numbers per token of the context.
-Both are read from the GGUF header alone; no weight is touched.
+corral's runtime keeps a quantized file's weight matrices as bfloat16 and every other
+weight as float32 (runtime/bf16.py), so a model's loaded size is 2 or 4 bytes per
+weight, whatever its file's quantization, plus one KV cache per parallel slot: for
+each layer, keys and values of `n_kv_heads * head_dim` float32 numbers per token of
+the context. Both are read from the GGUF header alone; no weight is touched.
 
 The budget (CORRAL_MAX_MEMORY) defaults to a safe fraction of the machine's
 RAM, or of the cgroup's limit when the daemon runs in a container.
@@ -18,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from corral.runtime.arch import architecture
-from corral.runtime.gguf import GGUFError, GGUFFile
+from corral.runtime.bf16 import stores_bf16
+from corral.runtime.gguf import GGUFError, GGUFFile, TensorInfo
 
 FLOAT32_BYTES = 4
+BF16_BYTES = 2
 SAFE_FRACTION = 0.75  # of RAM: room for the OS, the user's other programs, prefill buffers
 CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")
 
@@ -42,10 +44,17 @@ def estimate_model_bytes(path: Path, num_ctx: int, num_parallel: int = 1) -> int
         if not isinstance(arch, str):
             raise GGUFError(f"{path}: general.architecture is missing")
         config = architecture(arch).config_type.from_gguf(gguf, arch)
-        weights = sum(t.n_elements for t in gguf.tensors.values()) * FLOAT32_BYTES
+        weights = sum(t.n_elements * loaded_itemsize(t) for t in gguf.tensors.values())
     n_ctx = min(num_ctx, config.context_length)
     per_token = 2 * config.n_layers * config.n_kv_heads * config.head_dim * FLOAT32_BYTES
     return weights + num_parallel * n_ctx * per_token
+
+
+def loaded_itemsize(tensor: TensorInfo) -> int:
+    """Bytes per value of `tensor` once loaded: matrices of quantized types are kept as
+    bfloat16, everything else as float32."""
+    matrix = len(tensor.shape) == 2
+    return BF16_BYTES if matrix and stores_bf16(tensor.qtype.name) else FLOAT32_BYTES
 
 
 def fitting_slots(

@@ -100,19 +100,24 @@ class Engine:
 
     @classmethod
     def load(
-        cls, path: str | Path, num_ctx: int | None = None, split: bool | None = None
+        cls,
+        path: str | Path,
+        num_ctx: int | None = None,
+        split: bool | None = None,
+        bf16: bool = True,
     ) -> Engine:
-        """Open a GGUF file, dequantize its weights to float32, build the tokenizer.
+        """Open a GGUF file, dequantize its weights, build the tokenizer.
 
-        `split`: fork a helper that shares the weights, so that batched decoding runs on
-        two cores (runtime/split.py); by default when there are two cores and the
-        weights are big enough for it to pay."""
+        `bf16`: keep a quantized file's matrices as bfloat16 (runtime/bf16.py), else
+        float32. `split`: fork a helper that shares the float32 matrices, so that
+        batched decoding runs on two cores (runtime/split.py); by default when there
+        are two cores and those matrices are big enough for it to pay."""
         started = time.perf_counter()
         with GGUFFile.open(path) as gguf:
             info = ModelInfo.from_gguf(gguf)
             model_cls = architecture(info.architecture)
             tokenizer = load_tokenizer(gguf.metadata)
-            model = model_cls.from_gguf(gguf)
+            model = model_cls.from_gguf(gguf, bf16)
             template = ChatTemplate(
                 gguf.metadata.get("tokenizer.chat_template"),
                 bos_token=_token_text(tokenizer, tokenizer.bos_id),
@@ -121,7 +126,7 @@ class Engine:
             pooling_type = int(gguf.metadata.get(f"{info.architecture}.pooling_type", 0))
         if use_split(model, split):
             try:
-                model.linear = SplitLinear(model.matrices()).linear
+                model.linear = SplitLinear(float32_matrices(model)).linear
             except OSError as e:
                 log.warning("batched decoding stays on one core: cannot start a helper: %s", e)
         n_ctx = min(num_ctx or DEFAULT_NUM_CTX, info.context_length)
@@ -267,10 +272,17 @@ def use_split(model: Llama, split: bool | None) -> bool:
     see in order: the hand-over (runtime/split_protocol.py) has no memory barriers."""
     if not hasattr(os, "fork") or platform.machine().lower() not in SPLIT_MACHINES:
         return False
+    if not float32_matrices(model):
+        return False  # bfloat16 matrices run on every core already (runtime/bf16.py)
     if split is None:
-        nbytes = sum(m.nbytes for m in model.matrices())
+        nbytes = sum(m.nbytes for m in float32_matrices(model))
         return (os.cpu_count() or 1) >= 2 and nbytes >= SPLIT_MIN_BYTES
     return split
+
+
+def float32_matrices(model: Llama) -> list[np.ndarray]:
+    """The model's float32 weight matrices: those a split helper can share."""
+    return [m for m in model.matrices() if isinstance(m, np.ndarray)]
 
 
 def _token_text(tokenizer: Tokenizer, token_id: int | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from corral.runtime.pages import weight_array
-from corral.runtime.quants import QUANT_TYPES, QuantType, quant_type
+from corral.runtime.quants import QUANT_TYPES, Convert, QuantType, quant_type
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -294,12 +294,12 @@ class GGUFFile:
         self.load_tensor_into(name, values)
         return values.astype(dtype, copy=False)
 
-    def load_tensor_into(self, name: str, out: np.ndarray) -> None:
-        """Dequantize a tensor into `out` (float32, C-contiguous, as many values), then drop
-        its pages of the file from this process's memory: a model loads with its float32
-        weights resident, not its file as well."""
+    def load_tensor_into(self, name: str, out: np.ndarray, convert: Convert | None = None) -> None:
+        """Dequantize a tensor into `out` (float32, C-contiguous, as many values; or what
+        `convert` writes from float32 chunks), then drop its pages of the file from this
+        process's memory: a model loads with its weights resident, not its file as well."""
         info = self.tensors[name]
-        info.qtype.dequantize_into(self.tensor_bytes(name), out)
+        info.qtype.dequantize_into(self.tensor_bytes(name), out, convert)
         self._forget_pages(info.offset, info.nbytes)
 
     def _forget_pages(self, offset: int, nbytes: int) -> None:

@@ -33,21 +33,26 @@ NUMPY_HUGE_PAGE_BYTES = 4 << 20  # NumPy asks for huge pages from this size on
 MAPPED_BYTES = 128 << 10
 
 
-def mapped_array(shape: tuple[int, ...], *advice: int) -> np.ndarray:
-    """A zeroed float32 array of `shape` in an anonymous private mapping of its own,
-    madvised with each of `advice`."""
-    memory = mmap.mmap(-1, math.prod(shape) * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+def mapped_array(
+    shape: tuple[int, ...], *advice: int, dtype: np.dtype | type = np.float32
+) -> np.ndarray:
+    """A zeroed array of `shape` (float32 unless `dtype`) in an anonymous private mapping
+    of its own, madvised with each of `advice`."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    memory = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     for option in advice:
         memory.madvise(option)
-    return np.frombuffer(memory, dtype=np.float32).reshape(shape)
+    return np.frombuffer(memory, dtype=dtype).reshape(shape)
 
 
-def weight_array(shape: tuple[int, ...]) -> np.ndarray:
-    """A writable float32 array of `shape` for weights (uninitialised when small); a big
-    one is not inherited by forked children (see `inherited`)."""
-    if math.prod(shape) * 4 < MAPPED_BYTES or not hasattr(mmap, "MAP_PRIVATE"):
-        return np.empty(shape, dtype=np.float32)
-    return mapped_array(shape, *_DONTFORK)
+def weight_array(shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
+    """A writable array of `shape` for weights (uninitialised when small); a big one is
+    not inherited by forked children (see `inherited`)."""
+    if math.prod(shape) * np.dtype(dtype).itemsize < MAPPED_BYTES or not hasattr(
+        mmap, "MAP_PRIVATE"
+    ):
+        return np.empty(shape, dtype=dtype)
+    return mapped_array(shape, *_DONTFORK, dtype=dtype)
 
 
 _DONTFORK = (mmap.MADV_DONTFORK,) if hasattr(mmap, "MADV_DONTFORK") else ()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -20,6 +21,8 @@ from typing import ClassVar
 
 import numpy as np
 
+# (float32 chunk, destination of the same shape) -> None: writes the chunk, converted
+Convert = Callable[[np.ndarray, np.ndarray], None]
 CHUNK_VALUES = 1 << 18  # values decoded per step: 1 MiB of float32 output
 N_THREADS = min(os.cpu_count() or 1, 8)
 _pool = ThreadPoolExecutor(N_THREADS, thread_name_prefix="corral-dequant")
@@ -48,30 +51,44 @@ class QuantType:
         self.dequantize_into(raw, out)
         return out
 
-    def dequantize_into(self, raw: np.ndarray, out: np.ndarray) -> None:
-        """Decode raw bytes (uint8) into `out`, a C-contiguous float32 array of their size."""
+    def dequantize_into(
+        self, raw: np.ndarray, out: np.ndarray, convert: Convert | None = None
+    ) -> None:
+        """Decode raw bytes (uint8) into `out`, a C-contiguous array of their size: float32,
+        or, with `convert`, whatever it writes (each decoded float32 chunk goes through
+        `convert(chunk, out_part)`, so no float32 copy of the whole tensor is made)."""
         blocks = raw.reshape(-1, self.type_size)  # (n_blocks, type_size)
         values = out.reshape(blocks.shape[0], self.block_size)  # a view: out is contiguous
         step = max(1, CHUNK_VALUES // self.block_size)
-        starts = range(0, blocks.shape[0], step)
-        if len(starts) < 2 * N_THREADS:  # small: not worth the threads
-            for start in starts:
-                self._decode_into(blocks[start : start + step], values[start : start + step])
+        if blocks.shape[0] < 2 * N_THREADS * step:  # small: not worth the threads
+            self._decode_range(blocks, values, 0, blocks.shape[0], step, convert)
             return
         bounds = [blocks.shape[0] * i // N_THREADS for i in range(N_THREADS + 1)]
         parts = [
-            _pool.submit(self._decode_range, blocks, values, lo, hi, step)
+            _pool.submit(self._decode_range, blocks, values, lo, hi, step, convert)
             for lo, hi in pairwise(bounds)
         ]
         for part in parts:
             part.result()
 
     def _decode_range(
-        self, blocks: np.ndarray, values: np.ndarray, lo: int, hi: int, step: int
+        self,
+        blocks: np.ndarray,
+        values: np.ndarray,
+        lo: int,
+        hi: int,
+        step: int,
+        convert: Convert | None,
     ) -> None:
+        scratch = None if convert is None else np.empty((step, self.block_size), np.float32)
         for start in range(lo, hi, step):
             stop = min(hi, start + step)
-            self._decode_into(blocks[start:stop], values[start:stop])
+            if scratch is None or convert is None:
+                self._decode_into(blocks[start:stop], values[start:stop])
+            else:
+                decoded = scratch[: stop - start]  # (n, block_size) float32
+                self._decode_into(blocks[start:stop], decoded)
+                convert(decoded, values[start:stop])
 
     def _decode_into(self, blocks: np.ndarray, out: np.ndarray) -> None:
         """Decode (n, type_size) uint8 blocks into `out`, (n, block_size) float32."""
@@ -105,8 +122,14 @@ class _Plain(QuantType):
     dtype: ClassVar[np.dtype]
     block_size = 1
 
-    def dequantize_into(self, raw: np.ndarray, out: np.ndarray) -> None:
-        np.copyto(out, raw.view(self.dtype).reshape(out.shape), casting="unsafe")
+    def dequantize_into(
+        self, raw: np.ndarray, out: np.ndarray, convert: Convert | None = None
+    ) -> None:
+        values = raw.view(self.dtype).reshape(out.shape)
+        if convert is None:
+            np.copyto(out, values, casting="unsafe")
+        else:
+            convert(values.astype(np.float32), out)
 
 
 class F32(_Plain):

@@ -1,5 +1,8 @@
 """Batched products on both cores: a helper process computes half of each weight's rows.
 
+Only for float32 matrices (a float16 or float32 file's): a quantized file's matrices
+are bfloat16, whose compiled kernels already run on every core (runtime/bf16.py).
+
 Why a process: decoding a few rows at once is bound by reading the weights, and one core
 alone reads memory at about two thirds of the rate both reach (13 vs 20 GB/s here).
 OpenBLAS's own threads only help the one-row product (sgemv); for 2-8 rows its threaded

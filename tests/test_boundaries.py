@@ -1,6 +1,7 @@
 """The import rules of DESIGN.md, checked by parsing every module's imports.
 
-runtime  -> numpy, gguf, jinja2, regex and the standard library only
+runtime  -> numpy, gguf, jinja2, regex, numba (its bfloat16 kernels, with llvmlite) and
+            the standard library only
 registry -> runtime's format modules (gguf, quants, model_info, quantize, ollama_template)
             and third-party libraries
 daemon   -> registry, runtime, and the wire types (corral.client.api)
@@ -17,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("runtime", "registry", "daemon", "client")
-RUNTIME_THIRD_PARTY = {"numpy", "gguf", "jinja2", "markupsafe", "regex"}
+RUNTIME_THIRD_PARTY = {"numpy", "gguf", "jinja2", "markupsafe", "regex", "numba", "llvmlite"}
 RUNTIME_FORMAT_MODULES = {
     "corral.runtime.gguf",
     "corral.runtime.quants",

@@ -7,9 +7,12 @@ many conversations. Other architectures subclass `Llama` and override only the
 hooks where they differ; the small differences are class-level tables
 (`rope_style`, `qkv_bias`, `extra_layer_tensors`) read by llama's own hooks.
 
-Weights keep GGUF's (out, in) row layout and are applied as `x @ W.T`, which
-BLAS runs without a copy. Q, K and V are fused into one matrix, and so are the
-FFN gate and up projections: one matmul each per layer. Queries and keys are
+Weights keep GGUF's (out, in) row layout and are applied as `x @ W.T`. The matrices
+of a quantized file are rounded to bfloat16 once dequantized (`runtime/bf16.py`):
+decoding reads every weight each step, and half the bytes make it nearly twice as
+fast; float32 and float16 files keep float32 matrices, multiplied by BLAS. Q, K and V
+are fused into one matrix, and so are the FFN gate and up projections: one matmul each
+per layer. Queries and keys are
 normed and rotated together, in one call each: files with NeoX's RoPE layout
 (each head's dims i and i + n/2 rotate together) have their query and key rows
 reordered at load into llama's adjacent pairs, the layout every architecture then
@@ -25,8 +28,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from corral.runtime.arch.ops import Rotation, linear, rms_norm, rope, rotation, silu
+from corral.runtime.arch.ops import Matrix, Rotation, linear, rms_norm, rope, rotation, silu
 from corral.runtime.arch.shapes import check_shapes
+from corral.runtime.bf16 import Bf16Matrix, round_into, stores_bf16
 from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import Attention, BatchKV, KVCache, KVPool, SegmentKV, SequenceKV
@@ -112,11 +116,11 @@ class LlamaConfig:
 @dataclass(frozen=True)
 class LayerWeights:
     attn_norm: np.ndarray  # (d,)
-    wqkv: np.ndarray  # (H*D + 2*KV*D, d)
-    wo: np.ndarray  # (d, H*D)
+    wqkv: Matrix  # (H*D + 2*KV*D, d)
+    wo: Matrix  # (d, H*D)
     ffn_norm: np.ndarray  # (d,)
-    w_gate_up: np.ndarray  # (2F, d)
-    w_down: np.ndarray  # (d, F)
+    w_gate_up: Matrix  # (2F, d)
+    w_down: Matrix  # (d, F)
     # Present only in the architectures whose tables ask for them:
     bqkv: np.ndarray | None = None  # (H*D + 2*KV*D,) QKV biases
     q_norm: np.ndarray | None = None  # (D,) RMSNorm of each query head, before RoPE
@@ -128,10 +132,10 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class LlamaWeights:
-    tok_embd: np.ndarray  # (V, d)
+    tok_embd: Matrix  # (V, d)
     layers: tuple[LayerWeights, ...]
     out_norm: np.ndarray  # (d,)
-    output: np.ndarray  # (V, d); the same array as tok_embd when tied
+    output: Matrix  # (V, d); the same matrix as tok_embd when tied
     rope_inv_freq: np.ndarray  # (rope_dim/2,)
 
 
@@ -145,6 +149,21 @@ def load_fused(gguf: GGUFFile, names: list[str]) -> np.ndarray:
         gguf.load_tensor_into(info.name, fused[start : start + info.shape[0]])
         start += info.shape[0]
     return fused
+
+
+def load_matrix(gguf: GGUFFile, names: list[str], bf16: bool) -> Matrix:
+    """Several (out, in) tensors stacked along `out`, as the model keeps them: bfloat16
+    when `bf16` and every one is quantized (dequantized straight into it, with no
+    float32 copy of the whole), else float32."""
+    if not (bf16 and all(stores_bf16(gguf.tensors[n].qtype.name) for n in names)):
+        return load_fused(gguf, names)
+    infos = [gguf.tensors[n] for n in names]
+    bits = weight_array((sum(i.shape[0] for i in infos), *infos[0].shape[1:]), np.uint16)
+    start = 0
+    for info in infos:
+        gguf.load_tensor_into(info.name, bits[start : start + info.shape[0]], round_into)
+        start += info.shape[0]
+    return Bf16Matrix(bits)
 
 
 def inv_frequencies(base: float, rope_dim: int, scale: float = 1.0) -> np.ndarray:
@@ -167,12 +186,13 @@ class Llama:
         self.config = config
         self.weights = weights
         # x (N, in) @ w.T: ops.linear, or a SplitLinear's when the weights are shared
-        self.linear: Callable[[np.ndarray, np.ndarray], np.ndarray] = linear
+        self.linear: Callable[[np.ndarray, Matrix], np.ndarray] = linear
 
     # ----- loading -------------------------------------------------------
 
     @classmethod
-    def from_gguf(cls, gguf: GGUFFile) -> Llama:
+    def from_gguf(cls, gguf: GGUFFile, bf16: bool = True) -> Llama:
+        """The model in `gguf`; `bf16`: round a quantized file's matrices to bfloat16."""
         arch = str(gguf.metadata["general.architecture"])
         config = cls.config_type.from_gguf(gguf, arch)
         required = cls.required_tensors(config)
@@ -180,7 +200,7 @@ class Llama:
         if missing:
             raise GGUFError(f"{gguf.path}: missing tensors for {arch}: {', '.join(missing[:5])}")
         check_shapes(gguf, [*required, "output.weight"], config, arch)
-        return cls(config, cls.load_weights(gguf, config))
+        return cls(config, cls.load_weights(gguf, config, bf16))
 
     @classmethod
     def layer_tensors(cls) -> list[str]:
@@ -199,10 +219,11 @@ class Llama:
         return names
 
     @classmethod
-    def load_weights(cls, gguf: GGUFFile, config: LlamaConfig) -> LlamaWeights:
-        tok_embd = gguf.load_tensor("token_embd.weight")
-        output = gguf.load_tensor("output.weight") if "output.weight" in gguf.tensors else tok_embd
-        layers = tuple(cls.load_layer(gguf, config, i) for i in range(config.n_layers))
+    def load_weights(cls, gguf: GGUFFile, config: LlamaConfig, bf16: bool = True) -> LlamaWeights:
+        tok_embd = load_matrix(gguf, ["token_embd.weight"], bf16)
+        tied = "output.weight" not in gguf.tensors
+        output = tok_embd if tied else load_matrix(gguf, ["output.weight"], bf16)
+        layers = tuple(cls.load_layer(gguf, config, i, bf16) for i in range(config.n_layers))
         return LlamaWeights(
             tok_embd=tok_embd,
             layers=layers,
@@ -212,18 +233,21 @@ class Llama:
         )
 
     @classmethod
-    def load_layer(cls, gguf: GGUFFile, config: LlamaConfig, i: int) -> LayerWeights:
+    def load_layer(cls, gguf: GGUFFile, config: LlamaConfig, i: int, bf16: bool) -> LayerWeights:
         p = f"blk.{i}."
+        names = {
+            "wqkv": [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"],
+            "wo": [p + "attn_output.weight"],
+            "w_gate_up": [p + "ffn_gate.weight", p + "ffn_up.weight"],
+            "w_down": [p + "ffn_down.weight"],
+        }
         extra = {f: gguf.load_tensor(p + n) for f, n in cls.extra_layer_tensors}
         if cls.qkv_bias:
             extra["bqkv"] = load_fused(gguf, [p + f"attn_{x}.bias" for x in "qkv"])
         layer = LayerWeights(
             attn_norm=gguf.load_tensor(p + "attn_norm.weight"),
-            wqkv=load_fused(gguf, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"]),
-            wo=gguf.load_tensor(p + "attn_output.weight"),
             ffn_norm=gguf.load_tensor(p + "ffn_norm.weight"),
-            w_gate_up=load_fused(gguf, [p + "ffn_gate.weight", p + "ffn_up.weight"]),
-            w_down=gguf.load_tensor(p + "ffn_down.weight"),
+            **{field: load_matrix(gguf, tensors, bf16) for field, tensors in names.items()},
             **extra,
         )
         order = ROPE_LAYOUTS[cls.rope_style](config.head_dim, config.rope_dim)
@@ -237,7 +261,7 @@ class Llama:
             inv_freq = inv_freq / gguf.load_tensor("rope_freqs.weight").astype(np.float64)
         return inv_freq
 
-    def matrices(self) -> list[np.ndarray]:
+    def matrices(self) -> list[Matrix]:
         """Every (out, in) weight that `linear` multiplies by, each once."""
         w = self.weights
         by_layer = [(x.wqkv, x.wo, x.w_gate_up, x.w_down) for x in w.layers]
@@ -386,7 +410,8 @@ def pair_layout(layer: LayerWeights, config: LlamaConfig, order: np.ndarray) -> 
     qk_rows = heads * config.head_dim
     if not np.array_equal(order, np.arange(config.head_dim)):
         rows = (np.arange(heads)[:, None] * config.head_dim + order).reshape(-1)  # (qk_rows,)
-        layer.wqkv[:qk_rows] = layer.wqkv[rows]  # the fresh arrays of this load, in place
+        wqkv = layer.wqkv.bits if isinstance(layer.wqkv, Bf16Matrix) else layer.wqkv
+        wqkv[:qk_rows] = wqkv[rows]  # the fresh arrays of this load, in place
         if layer.bqkv is not None:
             layer.bqkv[:qk_rows] = layer.bqkv[rows]
     if layer.q_norm is None or layer.k_norm is None:

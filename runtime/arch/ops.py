@@ -9,6 +9,12 @@ import math
 
 import numpy as np
 
+from corral.runtime import bf16
+from corral.runtime.bf16 import Bf16Matrix
+
+# A weight matrix (out, in): float32, or bfloat16 (a quantized file's, runtime/bf16.py)
+Matrix = np.ndarray | Bf16Matrix
+
 # e^(i * position * frequency) for each (T, 1, D/2) pair of a head's dims; 1 past rope_dim
 Rotation = np.ndarray
 
@@ -26,8 +32,10 @@ BLOCKED_ROWS = range(2, 7)
 BLOCK_BYTES = 2 << 20  # a weight block that fits in L2 (4 MiB per core on these machines)
 
 
-def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def linear(x: np.ndarray, weight: Matrix) -> np.ndarray:
     """x (N, in) @ weight.T for weight (out, in): (N, out)."""
+    if isinstance(weight, Bf16Matrix):
+        return bf16.linear(x, weight)
     if x.shape[0] not in BLOCKED_ROWS:
         return x @ weight.T
     rows = max(1, BLOCK_BYTES // (weight.shape[1] * weight.itemsize))

@@ -16,6 +16,7 @@ import pytest
 from corral.daemon.errors import RequestError
 from corral.daemon.memory import estimate_model_bytes
 from corral.daemon.scheduler import Scheduler
+from corral.runtime.engine import Engine
 from tiny import write_tiny_llama
 
 NUM_CTX = 64
@@ -63,6 +64,24 @@ def test_the_size_estimate_counts_float32_weights_and_the_kv_cache(models: Model
     assert small > models[0].stat().st_size  # F32 file: weights are the file's bulk
     capped = estimate_model_bytes(models[0], 100_000)  # num_ctx is capped at the model's 256
     assert capped == estimate_model_bytes(models[0], 256)
+
+
+@pytest.mark.parametrize("weight_type", ["F32", "F16", "Q8_0", "BF16"])
+def test_the_size_estimate_is_what_the_loaded_weights_take(
+    tmp_path: Path, weight_type: str
+) -> None:
+    """bfloat16 matrices for quantized files, float32 for the rest (runtime/bf16.py)."""
+    path = write_tiny_llama(tmp_path / "m.gguf", weight_type=weight_type, d_model=256)
+    weights = Engine.load(path, split=False).model.weights
+    arrays = [weights.tok_embd, weights.out_norm]
+    if weights.output is not weights.tok_embd:
+        arrays.append(weights.output)
+    for layer in weights.layers:
+        arrays += [layer.attn_norm, layer.wqkv, layer.wo, layer.ffn_norm, layer.w_gate_up]
+        arrays.append(layer.w_down)
+    per_token = 2 * 2 * 2 * 64 * 4  # K and V, 2 layers, 2 KV heads, head_dim 64, float32
+    kv = NUM_CTX * per_token
+    assert estimate_model_bytes(path, NUM_CTX) - kv == sum(a.nbytes for a in arrays)
 
 
 def test_the_memory_budget_evicts_the_least_recently_used_idle_model(

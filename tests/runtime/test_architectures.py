@@ -58,9 +58,9 @@ EXACT_GAP = 0.05  # float math: near-ties below this may flip with summation ord
 EXACT_LOGPROB_ATOL = {"smollm2": 0.005, "qwen25_coder": 0.005, "gemma3": 0.02}  # gemma: GELU
 
 
-def load(path: Path) -> Llama:
+def load(path: Path, bf16: bool = True) -> Llama:
     with GGUFFile.open(path) as gguf:
-        return architecture(str(gguf.metadata["general.architecture"])).from_gguf(gguf)
+        return architecture(str(gguf.metadata["general.architecture"])).from_gguf(gguf, bf16)
 
 
 def all_logits(model: Llama, ids: list[int]) -> np.ndarray:
@@ -158,9 +158,17 @@ def test_unsupported_rope_scaling_is_refused_at_load(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module", params=sorted(REAL))
 def real(request: pytest.FixtureRequest) -> tuple[str, np.ndarray]:
-    """A real model's teacher-forced logits over the reference's 256 GPL-3 tokens: (T, V)."""
+    """A real model's teacher-forced logits over the reference's 256 GPL-3 tokens, as
+    corral runs it (bfloat16 matrices): (T, V)."""
     name = request.param
     return name, all_logits(load(REAL[name]()), REFERENCE["models"][name]["ids"])
+
+
+@pytest.fixture(scope="module", params=sorted(REAL))
+def real_float32(request: pytest.FixtureRequest) -> tuple[str, np.ndarray]:
+    """The same with float32 matrices (`bf16=False`): llama.cpp's own float math."""
+    name = request.param
+    return name, all_logits(load(REAL[name](), bf16=False), REFERENCE["models"][name]["ids"])
 
 
 @pytest.mark.slow
@@ -177,10 +185,12 @@ def test_teacher_forced_argmax_matches_llamacpp(real: tuple[str, np.ndarray]) ->
 
 
 @pytest.mark.slow
-def test_teacher_forced_logits_match_llamacpp_float_math(real: tuple[str, np.ndarray]) -> None:
+def test_teacher_forced_logits_match_llamacpp_float_math(
+    real_float32: tuple[str, np.ndarray],
+) -> None:
     """Against llama.cpp on an all-F32 copy with an f32 KV cache: the same float math, so
     the argmax agrees but for razor-thin ties and top-1 log-probabilities agree closely."""
-    name, logits = real
+    name, logits = real_float32
     exact = np.array(REFERENCE["models"][name]["exact"]["top2"])  # (T, 4)
     theirs, gap = exact[:, 0].astype(int), exact[:, 1] - exact[:, 3]
     ours = logits.argmax(axis=-1)  # (T,)
