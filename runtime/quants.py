@@ -80,10 +80,10 @@ class QuantType:
         step: int,
         convert: Convert | None,
     ) -> None:
-        scratch = None if convert is None else np.empty((step, self.block_size), np.float32)
+        scratch = np.empty((0 if convert is None else step, self.block_size), np.float32)
         for start in range(lo, hi, step):
             stop = min(hi, start + step)
-            if scratch is None or convert is None:
+            if convert is None:
                 self._decode_into(blocks[start:stop], values[start:stop])
             else:
                 decoded = scratch[: stop - start]  # (n, block_size) float32

@@ -35,6 +35,7 @@ from corral.runtime.compute_guard import COMPUTE
 from corral.runtime.gguf import GGUFError, GGUFFile
 from corral.runtime.kv_cache import Attention, BatchKV, KVCache, KVPool, SegmentKV, SequenceKV
 from corral.runtime.pages import weight_array
+from corral.runtime.quants import Convert
 
 ROPE_SCALINGS = ("none", "linear")  # `<arch>.rope.scaling.type` values the runtime implements
 # LayerWeights fields of per-head query/key RMSNorms and their tensors (qwen3, gemma3).
@@ -139,14 +140,19 @@ class LlamaWeights:
     rope_inv_freq: np.ndarray  # (rope_dim/2,)
 
 
-def load_fused(gguf: GGUFFile, names: list[str]) -> np.ndarray:
-    """Dequantize several (out, in) tensors (or (out,) vectors) stacked along `out`."""
+def load_fused(
+    gguf: GGUFFile,
+    names: list[str],
+    dtype: np.dtype | type = np.float32,
+    convert: Convert | None = None,
+) -> np.ndarray:
+    """Dequantize several (out, in) tensors (or (out,) vectors) stacked along `out`:
+    float32, or `dtype` as `convert` writes it from float32 chunks."""
     infos = [gguf.tensors[n] for n in names]
-    rows = sum(i.shape[0] for i in infos)
-    fused = weight_array((rows, *infos[0].shape[1:]))
+    fused = weight_array((sum(i.shape[0] for i in infos), *infos[0].shape[1:]), dtype)
     start = 0
     for info in infos:
-        gguf.load_tensor_into(info.name, fused[start : start + info.shape[0]])
+        gguf.load_tensor_into(info.name, fused[start : start + info.shape[0]], convert)
         start += info.shape[0]
     return fused
 
@@ -155,15 +161,9 @@ def load_matrix(gguf: GGUFFile, names: list[str], bf16: bool) -> Matrix:
     """Several (out, in) tensors stacked along `out`, as the model keeps them: bfloat16
     when `bf16` and every one is quantized (dequantized straight into it, with no
     float32 copy of the whole), else float32."""
-    if not (bf16 and all(stores_bf16(gguf.tensors[n].qtype.name) for n in names)):
-        return load_fused(gguf, names)
-    infos = [gguf.tensors[n] for n in names]
-    bits = weight_array((sum(i.shape[0] for i in infos), *infos[0].shape[1:]), np.uint16)
-    start = 0
-    for info in infos:
-        gguf.load_tensor_into(info.name, bits[start : start + info.shape[0]], round_into)
-        start += info.shape[0]
-    return Bf16Matrix(bits)
+    if bf16 and all(stores_bf16(gguf.tensors[n].qtype.name) for n in names):
+        return Bf16Matrix(load_fused(gguf, names, np.uint16, round_into))
+    return load_fused(gguf, names)
 
 
 def inv_frequencies(base: float, rope_dim: int, scale: float = 1.0) -> np.ndarray:
